@@ -1,0 +1,94 @@
+"""Turn in-memory arrays into a split, standardised :class:`MultimodalData`.
+
+Every tensor-backed dataset (handwritten, npz, avdigits, small synthetic) ends here, so the
+protocol is the same for all of them: stratified seeded splits unless the source fixes them,
+statistics fitted on ``train`` only, and a fingerprint of exactly what was built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from unipair.data.dataset import (
+    SPLITS,
+    ModalitySpec,
+    MultimodalData,
+    TaskSpec,
+    TensorMultimodalDataset,
+    fingerprint,
+)
+from unipair.data.splits import stratified_holdout, stratified_split
+from unipair.data.standardize import Standardizer
+
+__all__ = ["assemble"]
+
+
+def assemble(
+    name: str,
+    inputs: Mapping[str, np.ndarray | torch.Tensor],
+    labels: np.ndarray,
+    *,
+    seed: int = 0,
+    split: Mapping[str, np.ndarray] | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    standardize: bool = True,
+    num_classes: int | None = None,
+    source: str = "",
+    info: Mapping[str, Any] | None = None,
+) -> MultimodalData:
+    """Build the three splits.
+
+    ``split`` may give all three index arrays, or only ``train`` and ``test`` (then ``val`` is
+    carved from ``train``, stratified), or be None (all three are drawn, stratified by seed).
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    c = int(num_classes if num_classes is not None else labels.max() + 1)
+    if split is None:
+        idx = stratified_split(labels, val_fraction, test_fraction, seed)
+        how = f"stratified (val {val_fraction}, test {test_fraction}, seed {seed})"
+    elif "val" not in split:
+        train, val = stratified_holdout(
+            labels, np.asarray(split["train"]), val_fraction, seed, "val"
+        )
+        idx = {"train": train, "val": val, "test": np.asarray(split["test"])}
+        how = f"given test; val {val_fraction} of the rest, stratified (seed {seed})"
+    else:
+        idx = {s: np.asarray(split[s]) for s in SPLITS}
+        how = "given"
+    _check_disjoint(idx)
+    missing = [k for k in range(c) if not np.any(labels[idx["train"]] == k)]
+    if missing:
+        raise ValueError(f"{name}: class(es) {missing} have no training sample")
+
+    full = TensorMultimodalDataset(
+        {m: torch.as_tensor(np.asarray(x)).float() for m, x in inputs.items()},
+        torch.as_tensor(labels),
+    )
+    parts = {s: full.subset(idx[s]) for s in SPLITS}
+    if standardize:
+        scaler = Standardizer.fit(parts["train"])
+        parts = {s: scaler.transform(d) for s, d in parts.items()}
+    spec = TaskSpec(
+        tuple(ModalitySpec(m, tuple(x.shape[1:])) for m, x in full.inputs.items()), c
+    )
+    fp = fingerprint(name, source, standardize, *(idx[s] for s in SPLITS))
+    return MultimodalData(
+        name=name,
+        spec=spec,
+        seed=seed,
+        fingerprint=fp,
+        info={"split": how, "standardize": standardize, **(info or {})},
+        **parts,
+    )
+
+
+def _check_disjoint(idx: Mapping[str, np.ndarray]) -> None:
+    for a in SPLITS:
+        for b in SPLITS:
+            if a < b and np.intersect1d(idx[a], idx[b]).size:
+                raise ValueError(f"splits {a!r} and {b!r} share samples")

@@ -1,0 +1,125 @@
+"""The data model: one sample, one batch, and how samples become a batch.
+
+A modality that is missing is explicit: ``present`` is False and its tensor is zeros of the
+right shape. Code downstream must read ``present``; a zero tensor alone never means "missing".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["MultimodalBatch", "Sample", "collate"]
+
+
+@dataclass
+class Sample:
+    """One example: a tensor per modality, which modalities are present, and its class."""
+
+    inputs: dict[str, Tensor]
+    present: dict[str, bool]
+    label: int
+    index: int = -1
+
+    def __post_init__(self) -> None:
+        if set(self.inputs) != set(self.present):
+            raise ValueError(
+                f"Sample inputs {sorted(self.inputs)} and present {sorted(self.present)} "
+                "must name the same modalities"
+            )
+
+
+@dataclass
+class MultimodalBatch:
+    """Stacked samples: ``inputs[m]`` is [B, ...], ``present[m]`` is bool [B], ``labels`` [B]."""
+
+    inputs: dict[str, Tensor]
+    present: dict[str, Tensor]
+    labels: Tensor
+    index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+
+    def __post_init__(self) -> None:
+        n = self.labels.shape[0]
+        if set(self.inputs) != set(self.present):
+            raise ValueError(
+                f"batch inputs {sorted(self.inputs)} and present {sorted(self.present)} differ"
+            )
+        for m, x in self.inputs.items():
+            if x.shape[0] != n or self.present[m].shape != (n,):
+                raise ValueError(
+                    f"modality {m!r}: inputs {tuple(x.shape)} / present "
+                    f"{tuple(self.present[m].shape)} do not match {n} labels"
+                )
+        if self.index.numel() == 0:
+            self.index = torch.arange(n)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.inputs)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MultimodalBatch:
+        return MultimodalBatch(
+            inputs={m: x.to(device, non_blocking=non_blocking) for m, x in self.inputs.items()},
+            present={m: p.to(device, non_blocking=non_blocking) for m, p in self.present.items()},
+            labels=self.labels.to(device, non_blocking=non_blocking),
+            index=self.index.to(device, non_blocking=non_blocking),
+        )
+
+    def subset(self, rows: Tensor) -> MultimodalBatch:
+        """The rows selected by an index or bool mask, as a new batch."""
+        return MultimodalBatch(
+            inputs={m: x[rows] for m, x in self.inputs.items()},
+            present={m: p[rows] for m, p in self.present.items()},
+            labels=self.labels[rows],
+            index=self.index[rows],
+        )
+
+    def only(self, modalities: Iterable[str]) -> MultimodalBatch:
+        """The same rows restricted to some modalities (for unimodal encoders and methods)."""
+        keep = list(modalities)
+        return MultimodalBatch(
+            inputs={m: self.inputs[m] for m in keep},
+            present={m: self.present[m] for m in keep},
+            labels=self.labels,
+            index=self.index,
+        )
+
+    def with_missing(self, missing: Mapping[str, Tensor]) -> MultimodalBatch:
+        """Mark ``missing[m]`` rows (bool [B]) of modality m absent: present False, input zeroed."""
+        inputs, present = dict(self.inputs), dict(self.present)
+        for m, rows in missing.items():
+            if m not in inputs:
+                raise KeyError(f"unknown modality {m!r}; batch has {self.modalities}")
+            rows = rows.to(device=inputs[m].device, dtype=torch.bool)
+            keep = ~rows
+            present[m] = present[m] & keep
+            inputs[m] = inputs[m] * keep.view(-1, *([1] * (inputs[m].dim() - 1))).to(
+                inputs[m].dtype
+            )
+        return MultimodalBatch(inputs, present, self.labels, self.index)
+
+
+def collate(samples: Sequence[Sample]) -> MultimodalBatch:
+    """Stack samples into a batch; every sample must carry the same modalities and shapes."""
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    names = list(samples[0].inputs)
+    for s in samples[1:]:
+        if list(s.inputs) != names:
+            raise ValueError(f"sample {s.index} has modalities {list(s.inputs)}, expected {names}")
+    inputs = {}
+    for m in names:
+        shapes = {tuple(s.inputs[m].shape) for s in samples}
+        if len(shapes) != 1:
+            raise ValueError(f"modality {m!r} has differing shapes in one batch: {sorted(shapes)}")
+        inputs[m] = torch.stack([s.inputs[m] for s in samples])
+    present = {m: torch.tensor([bool(s.present[m]) for s in samples]) for m in names}
+    labels = torch.tensor([int(s.label) for s in samples], dtype=torch.long)
+    index = torch.tensor([int(s.index) for s in samples], dtype=torch.long)
+    return MultimodalBatch(inputs, present, labels, index)

@@ -1,0 +1,236 @@
+"""Datasets and the split bundle every part of unipair consumes.
+
+``MultimodalDataset`` is map-style (``ds[i]`` is a :class:`Sample`) and also answers a whole
+batch of indices at once through ``__getitems__``, which ``torch.utils.data.DataLoader`` uses:
+in-memory data is then sliced once per batch instead of stacked sample by sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from unipair.data.batch import MultimodalBatch, Sample
+
+__all__ = [
+    "LazyMultimodalDataset",
+    "ModalitySpec",
+    "MultimodalData",
+    "MultimodalDataset",
+    "TaskSpec",
+    "TensorMultimodalDataset",
+]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """Name and per-sample shape of one modality (the batch dimension excluded)."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def kind(self) -> str:
+        """A coarse structural kind, used to pick a default encoder."""
+        return {1: "vector", 2: "sequence", 3: "image", 4: "video"}.get(len(self.shape), "tensor")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a model needs to know about a dataset: modalities, shapes and classes."""
+
+    modalities: tuple[ModalitySpec, ...]
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if len(self.modalities) < 1:
+            raise ValueError("a task needs at least one modality")
+        if self.num_classes < 2:
+            raise ValueError(f"a task needs at least 2 classes, got {self.num_classes}")
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+    def __getitem__(self, name: str) -> ModalitySpec:
+        for m in self.modalities:
+            if m.name == name:
+                return m
+        raise KeyError(f"unknown modality {name!r}; this dataset has {self.names}")
+
+    def only(self, names: Sequence[str]) -> TaskSpec:
+        return TaskSpec(tuple(self[n] for n in names), self.num_classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modalities": {m.name: list(m.shape) for m in self.modalities},
+            "num_classes": self.num_classes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TaskSpec:
+        mods = tuple(ModalitySpec(n, tuple(s)) for n, s in d["modalities"].items())
+        return cls(mods, int(d["num_classes"]))
+
+
+class MultimodalDataset(Dataset[Sample]):
+    """Base class: subclasses implement ``fetch(indices) -> MultimodalBatch`` and ``__len__``."""
+
+    labels: Tensor
+    present: dict[str, Tensor]
+
+    def fetch(self, indices: Tensor) -> MultimodalBatch:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.present)
+
+    def __getitem__(self, i: int) -> Sample:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} samples")
+        b = self.fetch(torch.tensor([i % len(self)]))
+        return Sample(
+            inputs={m: x[0] for m, x in b.inputs.items()},
+            present={m: bool(p[0]) for m, p in b.present.items()},
+            label=int(b.labels[0]),
+            index=int(b.index[0]),
+        )
+
+    def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
+        return self.fetch(torch.as_tensor(list(indices), dtype=torch.long))
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+
+class TensorMultimodalDataset(MultimodalDataset):
+    """All modalities held in memory as tensors [N, ...]."""
+
+    def __init__(
+        self,
+        inputs: Mapping[str, Tensor],
+        labels: Tensor,
+        present: Mapping[str, Tensor] | None = None,
+        index: Tensor | None = None,
+    ) -> None:
+        n = int(labels.shape[0])
+        self.inputs = dict(inputs)
+        self.labels = labels.long()
+        self.present = (
+            {m: torch.ones(n, dtype=torch.bool) for m in self.inputs}
+            if present is None
+            else {m: p.bool() for m, p in present.items()}
+        )
+        self.index = torch.arange(n) if index is None else index.long()
+        MultimodalBatch(self.inputs, self.present, self.labels, self.index)  # validates shapes
+
+    def fetch(self, indices: Tensor) -> MultimodalBatch:
+        return MultimodalBatch(
+            inputs={m: x[indices] for m, x in self.inputs.items()},
+            present={m: p[indices] for m, p in self.present.items()},
+            labels=self.labels[indices],
+            index=self.index[indices],
+        )
+
+    def subset(self, rows: Tensor | np.ndarray) -> TensorMultimodalDataset:
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        b = self.fetch(rows)
+        return TensorMultimodalDataset(b.inputs, b.labels, b.present, b.index)
+
+    def map_inputs(self, fn: Callable[[str, Tensor], Tensor]) -> TensorMultimodalDataset:
+        """A copy whose inputs are ``fn(modality, tensor)``; masks, labels and indices are kept."""
+        new = {m: fn(m, x) for m, x in self.inputs.items()}
+        return TensorMultimodalDataset(new, self.labels, self.present, self.index)
+
+    def with_missing(self, missing: Mapping[str, Tensor]) -> TensorMultimodalDataset:
+        """A copy where ``missing[m]`` (bool [N]) rows of modality m are absent."""
+        b = self.fetch(torch.arange(len(self))).with_missing(missing)
+        return TensorMultimodalDataset(b.inputs, b.labels, b.present, b.index)
+
+
+class LazyMultimodalDataset(MultimodalDataset):
+    """Samples computed on demand by ``make(indices)``: for inputs too large to hold in memory."""
+
+    def __init__(
+        self,
+        labels: Tensor,
+        make: Callable[[Tensor], dict[str, Tensor]],
+        modalities: Sequence[str],
+        index: Tensor | None = None,
+    ) -> None:
+        self.labels = labels.long()
+        self._make = make
+        n = int(labels.shape[0])
+        self.present = {m: torch.ones(n, dtype=torch.bool) for m in modalities}
+        self.index = torch.arange(n) if index is None else index.long()
+
+    def fetch(self, indices: Tensor) -> MultimodalBatch:
+        gidx = self.index[indices]
+        return MultimodalBatch(
+            inputs=self._make(gidx),
+            present={m: p[indices] for m, p in self.present.items()},
+            labels=self.labels[indices],
+            index=gidx,
+        )
+
+
+@dataclass
+class MultimodalData:
+    """A dataset's three splits plus what is needed to reproduce and describe them."""
+
+    name: str
+    spec: TaskSpec
+    train: MultimodalDataset
+    val: MultimodalDataset
+    test: MultimodalDataset
+    seed: int
+    fingerprint: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> MultimodalDataset:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {list(SPLITS)}")
+        return getattr(self, name)
+
+    def describe(self) -> dict[str, Any]:
+        c = self.spec.num_classes
+        return {
+            "name": self.name,
+            "modalities": {m.name: list(m.shape) for m in self.spec.modalities},
+            "num_classes": c,
+            "splits": {s: len(self.split(s)) for s in SPLITS},
+            "class_counts": {s: self.split(s).class_counts(c) for s in SPLITS},
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+            **self.info,
+        }
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of strings, bytes, numpy arrays and tensors."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, Tensor):
+            p = p.detach().cpu().contiguous().numpy()
+        if isinstance(p, np.ndarray):
+            h.update(str((p.dtype.str, p.shape)).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        elif isinstance(p, bytes):
+            h.update(p)
+        else:
+            h.update(repr(p).encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:16]

@@ -1,0 +1,127 @@
+"""Bring your own data: one ``.npz`` file, one array per modality.
+
+Layout: each modality is an array [N, ...] named after the modality; ``label`` is [N] integers
+0..C-1; ``split`` (optional) is [N] strings train/val/test. Everything is validated up front so a
+mistake is reported by array name, not as a shape error deep inside a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from unipair.data.assemble import assemble
+from unipair.data.dataset import SPLITS, MultimodalData
+
+__all__ = ["NpzFormatError", "load_npz"]
+
+RESERVED = ("label", "split")
+
+
+class NpzFormatError(ValueError):
+    """The file does not follow the documented npz layout; the message says where."""
+
+
+def load_npz(
+    path: str | Path,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    standardize: bool = True,
+) -> MultimodalData:
+    path = Path(path)
+    arrays, labels, split = _read_and_validate(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    split_idx = None
+    if split is not None:
+        split_idx = {s: np.flatnonzero(split == s) for s in SPLITS if np.any(split == s)}
+        if "train" not in split_idx or "test" not in split_idx:
+            raise NpzFormatError(f"{path}: array 'split' must contain 'train' and 'test' rows")
+    num_classes = int(labels.max()) + 1
+    train_rows = split_idx["train"] if split_idx is not None else np.arange(len(labels))
+    absent = sorted(set(range(num_classes)) - set(labels[train_rows].tolist()))
+    if absent:
+        raise NpzFormatError(
+            f"{path}: array 'label' has class(es) {absent} with no training sample"
+        )
+    return assemble(
+        path.stem,
+        arrays,
+        labels,
+        seed=seed,
+        split=split_idx,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        standardize=standardize,
+        num_classes=num_classes,
+        source=f"npz:{digest}",
+        info={"source": str(path)},
+    )
+
+
+def _read_and_validate(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such file; expected an .npz with one array per modality and 'label'"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise NpzFormatError(f"{path}: not a readable .npz file ({e})") from None
+    if "label" not in arrays:
+        raise NpzFormatError(f"{path}: array 'label' is missing; arrays are {sorted(arrays)}")
+    labels = arrays.pop("label")
+    split = arrays.pop("split", None)
+    if len(arrays) < 2:
+        raise NpzFormatError(
+            f"{path}: need at least two modality arrays besides 'label'/'split', "
+            f"found {sorted(arrays)}"
+        )
+    if labels.ndim != 1 or len(labels) == 0:
+        raise NpzFormatError(f"{path}: array 'label' must be 1-D and non-empty, got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0):
+            labels = labels.astype(np.int64)
+        else:
+            raise NpzFormatError(f"{path}: array 'label' must hold integers, got {labels.dtype}")
+    n = len(labels)
+    if labels.min() < 0:
+        raise NpzFormatError(
+            f"{path}: array 'label' has negative values; expected integers 0..C-1"
+        )
+    present_classes = np.unique(labels)
+    c = int(labels.max()) + 1
+    if len(present_classes) < 2:
+        raise NpzFormatError(f"{path}: array 'label' must contain at least two classes")
+    gaps = sorted(set(range(c)) - set(present_classes.tolist()))
+    if gaps:
+        raise NpzFormatError(
+            f"{path}: array 'label' values must be 0..C-1 with every class used; "
+            f"class(es) {gaps} never occur"
+        )
+    for name, x in arrays.items():
+        if x.ndim < 1 or x.shape[0] != n:
+            raise NpzFormatError(
+                f"{path}: array {name!r} has shape {x.shape}, expected [N={n}, ...] like 'label'"
+            )
+        if x.size == 0:
+            raise NpzFormatError(f"{path}: array {name!r} is empty (shape {x.shape})")
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise NpzFormatError(f"{path}: array {name!r} must be numeric, got {x.dtype}")
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+            bad = int(np.count_nonzero(~np.isfinite(x).reshape(n, -1).all(1)))
+            raise NpzFormatError(f"{path}: array {name!r} has NaN or inf values in {bad} rows")
+    if split is not None:
+        if split.shape != (n,):
+            raise NpzFormatError(f"{path}: array 'split' has shape {split.shape}, expected ({n},)")
+        split = split.astype(str)
+        unknown = sorted(set(np.unique(split).tolist()) - set(SPLITS))
+        if unknown:
+            raise NpzFormatError(
+                f"{path}: array 'split' has unknown value(s) {unknown}; allowed: {list(SPLITS)}"
+            )
+    return arrays, labels.astype(np.int64), split
