@@ -1,4 +1,4 @@
-"""A small named registry, the pattern timm uses for models: register by decorator, create by name."""
+"""A small named registry in the style of timm: register by decorator, create by name."""
 
 from __future__ import annotations
 

@@ -73,9 +73,7 @@ def assemble(
     if standardize:
         scaler = Standardizer.fit(parts["train"])
         parts = {s: scaler.transform(d) for s, d in parts.items()}
-    spec = TaskSpec(
-        tuple(ModalitySpec(m, tuple(x.shape[1:])) for m, x in full.inputs.items()), c
-    )
+    spec = TaskSpec(tuple(ModalitySpec(m, tuple(x.shape[1:])) for m, x in full.inputs.items()), c)
     fp = fingerprint(name, source, standardize, *(idx[s] for s in SPLITS))
     return MultimodalData(
         name=name,

@@ -90,9 +90,7 @@ def _read_and_validate(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, n
             raise NpzFormatError(f"{path}: array 'label' must hold integers, got {labels.dtype}")
     n = len(labels)
     if labels.min() < 0:
-        raise NpzFormatError(
-            f"{path}: array 'label' has negative values; expected integers 0..C-1"
-        )
+        raise NpzFormatError(f"{path}: array 'label' has negative values; expected integers 0..C-1")
     present_classes = np.unique(labels)
     c = int(labels.max()) + 1
     if len(present_classes) < 2:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unipair.data.avdigits import load_avdigits
 from unipair.data.dataset import MultimodalData
 from unipair.data.handwritten import load_handwritten
 from unipair.data.npz import load_npz
@@ -38,6 +39,9 @@ register_dataset("handwritten", "UCI Multiple Features: 6 views of 2000 digits (
     load_handwritten
 )
 register_dataset("synthetic", "seeded generator with a chosen dominant modality")(load_synthetic)
+register_dataset(
+    "avdigits", "FSDD spoken digits paired with MNIST images (audio + image; needs local data)"
+)(load_avdigits)
 
 
 def is_npz_path(name: str) -> bool:
@@ -70,6 +74,4 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
     allowed = dataset_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise TypeError(
-            f"dataset {name!r} has no option(s) {unknown}; allowed: {sorted(allowed)}"
-        )
+        raise TypeError(f"dataset {name!r} has no option(s) {unknown}; allowed: {sorted(allowed)}")

@@ -143,5 +143,3 @@ def load_synthetic(
         info={"informativeness": info, "lazy": True},
         **parts,
     )
-
-

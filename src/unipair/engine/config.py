@@ -1,0 +1,225 @@
+"""The run configuration: one validated pydantic model, loadable from YAML with dotted overrides.
+
+Errors name the key and the file: ``run.yaml: optim.lr: Input should be greater than 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from unipair.config_base import StrictModel
+from unipair.data.registry import DATASETS, dataset_options, is_npz_path
+from unipair.methods.registry import METHODS, validate_hparams
+from unipair.models.multimodal import ModelConfig
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "FabricConfig",
+    "LoggingConfig",
+    "MethodConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the source."""
+
+
+class DataConfig(StrictModel):
+    name: str = Field("handwritten", description="registered dataset name or path to an .npz")
+    options: dict[str, Any] = Field(default_factory=dict)
+    train_missing_rate: float | dict[str, float] = Field(
+        0.0, description="hide modalities in training samples: one rate, or one per modality"
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> DataConfig:
+        if not is_npz_path(self.name) and self.name not in DATASETS:
+            raise ValueError(DATASETS.unknown_message(self.name) + " (or a path to an .npz)")
+        allowed = dataset_options(self.name)
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"dataset {self.name!r} has no option(s) {unknown}; allowed: {sorted(allowed)}"
+            )
+        return self
+
+
+class MethodConfig(StrictModel):
+    name: str = "joint"
+    hparams: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> MethodConfig:
+        if self.name not in METHODS:
+            raise ValueError(METHODS.unknown_message(self.name))
+        validate_hparams(self.name, self.hparams)
+        return self
+
+
+class OptimConfig(StrictModel):
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    schedule: Literal["constant", "step", "cosine"] = "constant"
+    milestones: list[int] = Field(default_factory=list, description="step: epochs to decay at")
+    gamma: float = Field(0.1, gt=0, description="step: decay factor")
+    warmup_epochs: int = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm")
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1, description="global batch size (split across processes)")
+    eval_batch_size: int = Field(512, ge=1)
+    seed: int = 0
+    deterministic: bool = False
+    early_stopping_patience: int | None = Field(None, ge=1)
+    monitor: Literal["acc", "f1", "loss"] = Field("acc", description="validation metric")
+    drop_last: bool = False
+    num_workers: int = Field(0, ge=0)
+
+
+class FabricConfig(StrictModel):
+    accelerator: str = "auto"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_nodes: int = Field(1, ge=1)
+
+
+class LoggingConfig(StrictModel):
+    progress: Literal["auto", "rich", "plain", "none"] = "auto"
+    tensorboard: bool = False
+    save_predictions: bool = Field(True, description="write test_predictions.npz")
+
+
+class RunConfig(StrictModel):
+    """Everything a run needs; ``config.yaml`` in the run directory is this, fully resolved."""
+
+    name: str | None = Field(None, description="run directory name (default: generated)")
+    out: str = Field("runs", description="parent folder of run directories")
+    dataset: DataConfig = Field(default_factory=DataConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    fabric: FabricConfig = Field(default_factory=FabricConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "config") -> RunConfig:
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as e:
+            raise ConfigError(_format(e, source)) from None
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {key or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        child = node.get(k)
+        if isinstance(child, str) and k in ("dataset", "method"):
+            child = {"name": child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {k!r} is not a section")
+        node[k] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings; values are parsed as YAML (numbers, lists, bools)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.01")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(data, key.strip(), value)
+    return data
+
+
+def read_yaml(path: str | Path) -> tuple[dict[str, Any], str]:
+    """Read a YAML file, or a packaged preset given as ``preset:NAME``."""
+    text_path = str(path)
+    if text_path.startswith("preset:"):
+        name = text_path.split(":", 1)[1]
+        presets = resources.files("unipair.presets")
+        file = presets.joinpath(f"{name}.yaml")
+        if not file.is_file():
+            known = sorted(
+                p.name.removesuffix(".yaml") for p in presets.iterdir() if p.name.endswith(".yaml")
+            )
+            raise ConfigError(f"unknown preset {name!r}; available: {known}")
+        return yaml.safe_load(file.read_text()) or {}, f"preset:{name}"
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections")
+    return data, str(p)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Merge ``base`` (CLI flags), the YAML file and ``--set`` overrides, then validate."""
+    data: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        data, source = read_yaml(path)
+    for key, value in (base or {}).items():
+        _set_dotted(data, key, value)
+    overrides = list(overrides)
+    apply_overrides(data, overrides)
+    if overrides:
+        source += " (with --set " + ", ".join(overrides) + ")"
+    return RunConfig.from_mapping(data, source)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, missing-modality robustness, modality contributions, reports."""

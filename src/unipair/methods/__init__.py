@@ -1,0 +1,24 @@
+"""Learning methods behind one contract (:class:`Method`) and one registry."""
+
+from unipair.methods import joint, ogm_ge, unimodal  # noqa: F401  (registration)
+from unipair.methods.base import Method, MethodHparams, ParamGroup, Prediction, TrainStep
+from unipair.methods.registry import (
+    create,
+    describe_hparams,
+    list_methods,
+    register_method,
+    validate_hparams,
+)
+
+__all__ = [
+    "Method",
+    "MethodHparams",
+    "ParamGroup",
+    "Prediction",
+    "TrainStep",
+    "create",
+    "describe_hparams",
+    "list_methods",
+    "register_method",
+    "validate_hparams",
+]

@@ -1,0 +1,212 @@
+"""Encoders: one per modality, each mapping a sample to a feature vector of a common width.
+
+Registry in the style of timm: ``create_encoder(name, input_shape, width, **options)``, and
+``default_encoder(shape)`` picks a sensible one from the input's shape alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from unipair.models.resnet import ResNet18
+from unipair.registry import Registry
+
+__all__ = [
+    "ENCODERS",
+    "CNNEncoder",
+    "Encoder",
+    "MLPEncoder",
+    "ResNet18Encoder",
+    "TransformerEncoder",
+    "create_encoder",
+    "default_encoder",
+    "list_encoders",
+]
+
+
+class Encoder(nn.Module):
+    """Maps [B, *input_shape] to [B, out_dim] (or [B, L, out_dim] when ``sequence_output``)."""
+
+    out_dim: int
+    sequence_output: bool = False
+
+
+ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
+
+
+def _activation(name: str) -> nn.Module:
+    return {"relu": nn.ReLU(), "gelu": nn.GELU()}[name]
+
+
+@ENCODERS.register("mlp")
+class MLPEncoder(Encoder):
+    """For feature vectors (any shape is flattened): Linear-activation-dropout blocks."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        width: int,
+        hidden: Sequence[int] = (256,),
+        dropout: float = 0.1,
+        activation: str = "relu",
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        dims = [math.prod(input_shape), *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in itertools.pairwise(dims):
+            layers += [nn.Linear(a, b)]
+            if layer_norm:
+                layers += [nn.LayerNorm(b)]
+            layers += [_activation(activation), nn.Dropout(dropout)]
+        layers += [nn.Linear(dims[-1], width)]
+        self.net = nn.Sequential(*layers)
+        self.out_dim = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+@ENCODERS.register("cnn")
+class CNNEncoder(Encoder):
+    """A small CNN for images and spectrograms [C, H, W]: conv-BN-ReLU-pool blocks."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        width: int,
+        channels: Sequence[int] = (32, 64, 128),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"cnn encoder needs [C, H, W] inputs, got shape {list(input_shape)}")
+        layers: list[nn.Module] = []
+        cin = input_shape[0]
+        for cout in channels:
+            layers += [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            cin = cout
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(cin, width))
+        self.out_dim = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.features(x))
+
+
+@ENCODERS.register("resnet18")
+class ResNet18Encoder(Encoder):
+    """ResNet-18 for images [C, H, W] and clips [C, T, H, W].
+
+    A clip is encoded frame by frame and the frame features are averaged over time, as the
+    audio-visual literature (OGM-GE, MLA) does for its visual stream.
+    """
+
+    def __init__(self, input_shape: Sequence[int], width: int, channels_last: bool = True) -> None:
+        super().__init__()
+        if len(input_shape) not in (3, 4):
+            raise ValueError(
+                f"resnet18 encoder needs [C, H, W] or [C, T, H, W] inputs, got {list(input_shape)}"
+            )
+        self.backbone = ResNet18(in_channels=input_shape[0])
+        self.proj: nn.Module = (
+            nn.Identity() if width == ResNet18.out_dim else nn.Linear(ResNet18.out_dim, width)
+        )
+        self.channels_last = channels_last
+        self.out_dim = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = x.dim() == 5
+        if frames:  # [B, C, T, H, W] -> [B*T, C, H, W]
+            b, c, t, h, w = x.shape
+            x = x.transpose(1, 2).reshape(b * t, c, h, w)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        z = self.backbone(x)
+        if frames:
+            z = z.view(b, t, -1).mean(1)
+        return self.proj(z)
+
+
+@ENCODERS.register("transformer")
+class TransformerEncoder(Encoder):
+    """For sequences [L, D]: linear embedding, learned positions, pre-norm transformer layers.
+
+    ``pool="mean"`` returns [B, width]; ``pool="none"`` returns the sequence [B, L, width].
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        width: int,
+        layers: int = 2,
+        heads: int = 4,
+        ff_mult: int = 2,
+        dropout: float = 0.1,
+        pool: str = "mean",
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 2:
+            raise ValueError(f"transformer encoder needs [L, D] inputs, got {list(input_shape)}")
+        if pool not in ("mean", "none"):
+            raise ValueError(f"transformer pool must be 'mean' or 'none', got {pool!r}")
+        length, dim = input_shape
+        self.embed = nn.Linear(dim, width)
+        self.pos = nn.Parameter(torch.zeros(1, length, width))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, ff_mult * width, dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.pool = pool
+        self.sequence_output = pool == "none"
+        self.out_dim = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.norm(self.encoder(self.embed(x) + self.pos))
+        return z if self.sequence_output else z.mean(1)
+
+
+def default_encoder(shape: Sequence[int]) -> tuple[str, dict[str, Any]]:
+    """Pick an encoder from the sample shape: vectors->mlp, [L, D]->transformer,
+    small images->cnn, large images and clips->resnet18."""
+    rank = len(shape)
+    if rank == 1:
+        return "mlp", {}
+    if rank == 2:
+        return "transformer", {}
+    if rank == 3:
+        return ("cnn", {}) if shape[1] * shape[2] <= 64 * 64 else ("resnet18", {})
+    if rank == 4:
+        return "resnet18", {}
+    return "mlp", {}
+
+
+def create_encoder(
+    name: str | None, input_shape: Sequence[int], width: int, **options: Any
+) -> Encoder:
+    """Build a registered encoder; ``name=None`` uses :func:`default_encoder`."""
+    if name is None:
+        name, defaults = default_encoder(input_shape)
+        options = {**defaults, **options}
+    factory = ENCODERS.get(name)
+    try:
+        return factory(input_shape=tuple(input_shape), width=width, **options)
+    except TypeError as e:
+        raise TypeError(f"encoder {name!r}: {e}") from None
+
+
+def list_encoders() -> list[str]:
+    return ENCODERS.names()

@@ -1,0 +1,151 @@
+"""The standard multimodal model: one encoder per modality, a fusion, a classification head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+from torch import Tensor, nn
+
+from unipair.config_base import StrictModel
+from unipair.data.batch import MultimodalBatch
+from unipair.data.dataset import TaskSpec
+from unipair.models.encoders import Encoder, create_encoder
+from unipair.models.fusion import FUSIONS, ConcatFusion, create_fusion
+from unipair.models.heads import create_head
+
+__all__ = [
+    "EncoderConfig",
+    "ModelConfig",
+    "MultimodalModel",
+    "build_encoders",
+    "encode_present",
+]
+
+
+class EncoderConfig(StrictModel):
+    """``name`` from the encoder registry (None: chosen from the input shape) and its options."""
+
+    name: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(StrictModel):
+    """Architecture shared by all methods; ``encoders`` is keyed by modality ('*' = all others)."""
+
+    width: int = Field(128, gt=0, description="common feature width of every encoder")
+    encoders: dict[str, EncoderConfig] = Field(default_factory=dict)
+    fusion: str = "concat"
+    fusion_options: dict[str, Any] = Field(default_factory=dict)
+    head: str = "linear"
+    head_hidden: int = Field(256, gt=0)
+
+    @field_validator("fusion")
+    @classmethod
+    def _known_fusion(cls, v: str) -> str:
+        if v not in FUSIONS:
+            raise ValueError(FUSIONS.unknown_message(v))
+        return v
+
+    @field_validator("head")
+    @classmethod
+    def _known_head(cls, v: str) -> str:
+        if v not in ("linear", "mlp"):
+            raise ValueError(f"unknown head {v!r}; expected 'linear' or 'mlp'")
+        return v
+
+
+def build_encoders(
+    task: TaskSpec, config: ModelConfig, modalities: Sequence[str] | None = None
+) -> nn.ModuleDict:
+    names = list(modalities) if modalities is not None else task.names
+    unknown = sorted(set(config.encoders) - set(task.names) - {"*"})
+    if unknown:
+        raise ValueError(
+            f"model.encoders names unknown modalities {unknown}; this dataset has {task.names}"
+        )
+    fallback = config.encoders.get("*", EncoderConfig())
+    return nn.ModuleDict(
+        {
+            m: create_encoder(
+                config.encoders.get(m, fallback).name,
+                task[m].shape,
+                config.width,
+                **config.encoders.get(m, fallback).options,
+            )
+            for m in names
+        }
+    )
+
+
+def encode_present(encoder: Encoder, x: Tensor, present: Tensor) -> Tensor:
+    """Encode only the rows where the modality is present; missing rows get zero features.
+
+    Missing inputs are never run through the encoder, so they cannot leak into batch
+    statistics (BatchNorm) or be mistaken for data.
+    """
+    if bool(present.all()):
+        return encoder(x)
+    rows = torch.nonzero(present).squeeze(1)
+    shape = (
+        (x.shape[0], x.shape[1], encoder.out_dim)
+        if encoder.sequence_output
+        else (x.shape[0], encoder.out_dim)
+    )
+    if rows.numel() == 0:
+        return x.new_zeros(shape)
+    encoded = encoder(x[rows])
+    return encoded.new_zeros(shape).index_put((rows,), encoded)
+
+
+class MultimodalModel(nn.Module):
+    """Encoders -> fusion -> head. ``forward`` returns per-modality features and fused logits."""
+
+    def __init__(
+        self, task: TaskSpec, config: ModelConfig, modalities: Sequence[str] | None = None
+    ) -> None:
+        super().__init__()
+        self.modalities = list(modalities) if modalities is not None else task.names
+        self.encoders = build_encoders(task, config, self.modalities)
+        self.fusion = create_fusion(
+            config.fusion, self.modalities, config.width, **config.fusion_options
+        )
+        self.head = create_head(
+            config.head, self.fusion.out_dim, task.num_classes, config.head_hidden
+        )
+
+    def encode(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        return {
+            m: encode_present(self.encoders[m], batch.inputs[m], batch.present[m])
+            for m in self.modalities
+        }
+
+    def classify(self, features: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+        return self.head(self.fusion(features, present))
+
+    def forward(self, batch: MultimodalBatch) -> tuple[dict[str, Tensor], Tensor]:
+        features = self.encode(batch)
+        return features, self.classify(features, batch.present)
+
+    def modality_logits(
+        self, features: dict[str, Tensor], present: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Each modality's share of the fused head: its diagnostic prediction.
+
+        For concat fusion with a linear head this is the head's slice, W_m h_m + b / M, as
+        OGM-GE reports it (the slices sum to the fused logits). For other fusions it is the
+        fused head applied with only modality m present.
+        """
+        if isinstance(self.fusion, ConcatFusion) and isinstance(self.head, nn.Linear):
+            w = self.head.weight.split(self.fusion.width, dim=1)
+            share = self.head.bias / len(self.modalities)
+            return {m: features[m] @ w[i].t() + share for i, m in enumerate(self.modalities)}
+        out = {}
+        for m in self.modalities:
+            alone = {
+                n: present[n] if n == m else torch.zeros_like(present[n]) for n in self.modalities
+            }
+            out[m] = self.classify(features, alone)
+        return out
