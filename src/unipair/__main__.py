@@ -1,0 +1,3 @@
+from unipair.cli.main import main
+
+main()

@@ -1,0 +1,249 @@
+"""The ``unipair`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from unipair.cli.errors import friendly
+
+app = typer.Typer(
+    help="unipair: multimodal learning that trains every modality, not just the dominant one.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="List datasets, or show one.", invoke_without_command=True)
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override a config key: key.sub=value (repeatable)"),
+]
+
+
+def _base_overrides(**flags: Any) -> dict[str, Any]:
+    """CLI flags as dotted config keys (None means: not given)."""
+    keys = {
+        "dataset": "dataset.name",
+        "method": "method.name",
+        "epochs": "train.epochs",
+        "seed": "train.seed",
+        "batch_size": "train.batch_size",
+        "devices": "fabric.devices",
+        "accelerator": "fabric.accelerator",
+        "strategy": "fabric.strategy",
+        "precision": "fabric.precision",
+        "out": "out",
+        "name": "name",
+    }
+    return {keys[k]: v for k, v in flags.items() if v is not None}
+
+
+def _devices(value: str | None) -> Any:
+    if value is None:
+        return None
+    if value.isdigit() or (value.startswith("-") and value[1:].isdigit()):
+        return int(value)
+    if "," in value:
+        return [int(v) for v in value.split(",") if v.strip()]
+    return value
+
+
+@app.command()
+@friendly
+def train(
+    dataset: Annotated[str | None, typer.Option(help="dataset name or path to an .npz")] = None,
+    method: Annotated[str | None, typer.Option(help="method name (see `unipair methods`)")] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="YAML config file, or preset:NAME")
+    ] = None,
+    set_: SetOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
+    seed: Annotated[int | None, typer.Option(help="training seed")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="global batch size")] = None,
+    devices: Annotated[str | None, typer.Option(help="number of devices, or ids: 0,1")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="cpu, gpu, auto")] = None,
+    strategy: Annotated[str | None, typer.Option(help="auto, ddp, ddp_spawn, ...")] = None,
+    precision: Annotated[str | None, typer.Option(help="32-true, bf16-mixed, 16-mixed")] = None,
+    out: Annotated[str | None, typer.Option(help="parent folder for run directories")] = None,
+    name: Annotated[str | None, typer.Option(help="run directory name")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="continue an interrupted run directory")
+    ] = None,
+) -> None:
+    """Train one method on one dataset; select on validation; test once at the end."""
+    from unipair.engine.config import load_config
+    from unipair.engine.trainer import train as run_train
+
+    if resume is not None:
+        base = _base_overrides(epochs=epochs)
+        cfg = load_config(resume / "config.yaml", set_ or [], base) if base or set_ else None
+        result = run_train(cfg or resume / "config.yaml", resume=resume)
+    else:
+        base = _base_overrides(
+            dataset=dataset,
+            method=method,
+            epochs=epochs,
+            seed=seed,
+            batch_size=batch_size,
+            devices=_devices(devices),
+            accelerator=accelerator,
+            strategy=strategy,
+            precision=precision,
+            out=out,
+            name=name,
+        )
+        result = run_train(load_config(config, set_ or [], base))
+    if result.summary:
+        _print_metrics("test metrics (best validation epoch)", result.summary["test"])
+        console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
+
+
+@app.command("eval")
+@friendly
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    split: Annotated[str, typer.Option(help="train, val or test")] = "test",
+    missing_rate: Annotated[
+        float, typer.Option(help="hide modalities in this fraction of samples")
+    ] = 0.0,
+    missing_modality: Annotated[
+        str | None, typer.Option(help="hide only this modality")
+    ] = None,
+    missing_seed: Annotated[int, typer.Option(help="seed of the missing masks")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Evaluate a finished run's best checkpoint, optionally with missing modalities."""
+    from unipair.evaluation.evaluate import evaluate
+
+    if not 0.0 <= missing_rate <= 1.0:
+        raise ValueError(f"--missing-rate must be within [0, 1], got {missing_rate}")
+    metrics = evaluate(run_dir, split, missing_rate, missing_modality, missing_seed)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        what = f"{split} metrics"
+        if missing_rate:
+            what += f", {missing_modality or 'random modalities'} missing at rate {missing_rate}"
+        _print_metrics(what, metrics)
+
+
+def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4f}")
+    console.print(table)
+
+
+@app.command()
+@friendly
+def methods() -> None:
+    """List methods with their hyperparameters and defaults."""
+    from unipair.methods import describe_hparams, list_methods
+    from unipair.methods.registry import METHODS
+
+    for name in list_methods():
+        cls = METHODS.get(name)
+        table = Table(title=f"[bold]{name}[/]: {cls.description}", title_justify="left")
+        table.add_column("hyperparameter")
+        table.add_column("type")
+        table.add_column("default")
+        table.add_column("meaning")
+        for key, (typ, default, doc) in describe_hparams(name).items():
+            table.add_row(key, typ, repr(default), doc)
+        if not describe_hparams(name):
+            table.add_row("(none)", "", "", "")
+        console.print(table)
+
+
+def _describe(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    from unipair import datasets
+
+    return datasets.create(name, **options).describe()
+
+
+def _parse_options(items: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--option {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@datasets_app.callback()
+@friendly
+def datasets_list(ctx: typer.Context) -> None:
+    """Every dataset with its modalities, shapes, class count and split sizes."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from unipair.data.registry import DATASETS
+
+    table = Table(title="datasets")
+    for col in ("name", "modalities [shape]", "classes", "train/val/test", "about"):
+        table.add_column(col)
+    for name in DATASETS.names():
+        about = DATASETS.get(name).description
+        try:
+            d = _describe(name, {})
+        except (FileNotFoundError, ValueError, OSError) as e:
+            reason = escape(str(e).split(";")[0][:100])
+            table.add_row(name, "-", "-", "-", f"{about}\n[yellow]not loadable here: {reason}[/]")
+            continue
+        mods = "\n".join(f"{m} {s}" for m, s in d["modalities"].items())
+        sizes = "/".join(str(d["splits"][s]) for s in ("train", "val", "test"))
+        table.add_row(name, mods, str(d["num_classes"]), sizes, about)
+    table.add_row("<file>.npz", "one array per modality", "from 'label'", "given or drawn",
+                  "bring your own data: unipair datasets show path/to/file.npz")
+    console.print(table)
+
+
+@datasets_app.command("show")
+@friendly
+def datasets_show(
+    name: Annotated[str, typer.Argument(help="dataset name or path to an .npz")],
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="dataset option key=value")
+    ] = None,
+) -> None:
+    """One dataset in detail, including per-split class balance."""
+    d = _describe(name, _parse_options(option))
+    table = Table(title=f"{d['name']}  (fingerprint {d['fingerprint']}, seed {d['seed']})")
+    table.add_column("modality")
+    table.add_column("shape")
+    for m, s in d["modalities"].items():
+        table.add_row(m, str(s))
+    console.print(table)
+    balance = Table(title="class balance per split")
+    balance.add_column("split")
+    balance.add_column("n", justify="right")
+    for c in range(d["num_classes"]):
+        balance.add_column(str(c), justify="right")
+    for s in ("train", "val", "test"):
+        balance.add_row(s, str(d["splits"][s]), *map(str, d["class_counts"][s]))
+    console.print(balance)
+    rest = {k: v for k, v in d.items()
+            if k not in ("modalities", "class_counts", "splits", "name", "fingerprint", "seed")}
+    for k, v in rest.items():
+        console.print(f"[bold]{k}[/]: {v}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

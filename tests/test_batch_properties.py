@@ -1,0 +1,80 @@
+"""Property tests (hypothesis) for collation and missing-modality masks."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unipair.data.batch import Sample, collate
+from unipair.data.missing import missing_masks
+
+shapes = st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple)
+
+
+@st.composite
+def sample_lists(draw):
+    names = draw(st.lists(st.sampled_from("abcde"), min_size=2, max_size=4, unique=True))
+    dims = {m: draw(shapes) for m in names}
+    n = draw(st.integers(1, 6))
+    samples = []
+    for i in range(n):
+        present = {m: draw(st.booleans()) for m in names}
+        inputs = {m: torch.randn(dims[m]) if present[m] else torch.zeros(dims[m]) for m in names}
+        samples.append(Sample(inputs, present, draw(st.integers(0, 9)), index=i))
+    return samples
+
+
+@settings(max_examples=60, deadline=None)
+@given(sample_lists())
+def test_collate_stacks_inputs_masks_and_labels(samples) -> None:
+    batch = collate(samples)
+    assert len(batch) == len(samples)
+    for m in batch.modalities:
+        assert batch.inputs[m].shape == (len(samples), *samples[0].inputs[m].shape)
+        assert batch.present[m].dtype == torch.bool
+        for i, s in enumerate(samples):
+            assert bool(batch.present[m][i]) == s.present[m]
+            assert torch.equal(batch.inputs[m][i], s.inputs[m])
+    assert batch.labels.tolist() == [s.label for s in samples]
+
+
+@settings(max_examples=60, deadline=None)
+@given(sample_lists(), st.integers(0, 2**16))
+def test_with_missing_hides_through_present_and_zeros(samples, seed) -> None:
+    batch = collate(samples)
+    masks = missing_masks(len(batch), batch.modalities, 0.5, seed, keep_one=False)
+    hidden = batch.with_missing(masks)
+    for m in batch.modalities:
+        assert torch.equal(hidden.present[m], batch.present[m] & ~masks[m])
+        gone = ~hidden.present[m] & masks[m]
+        assert torch.count_nonzero(hidden.inputs[m][gone]) == 0
+        kept = ~masks[m]
+        assert torch.equal(hidden.inputs[m][kept], batch.inputs[m][kept])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 200),
+    st.integers(2, 5),
+    st.floats(0.0, 1.0),
+    st.integers(0, 2**16),
+)
+def test_missing_masks_keep_one_modality_and_are_seeded(n, k, rate, seed) -> None:
+    names = [f"m{i}" for i in range(k)]
+    masks = missing_masks(n, names, rate, seed)
+    hidden = torch.stack([masks[m] for m in names])
+    assert not hidden.all(0).any(), "some sample lost every modality"
+    again = missing_masks(n, names, rate, seed)
+    assert all(torch.equal(masks[m], again[m]) for m in names)
+    if rate == 0.0:
+        assert not hidden.any()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(10, 300), st.floats(0.0, 0.5), st.floats(0.0, 0.5), st.integers(0, 999))
+def test_single_modality_masks_are_nested_across_rates(n, r1, r2, seed) -> None:
+    lo, hi = sorted((r1, r2))
+    a = missing_masks(n, ["x", "y"], {"x": lo}, seed, keep_one=False)["x"]
+    b = missing_masks(n, ["x", "y"], {"x": hi}, seed, keep_one=False)["x"]
+    assert not (a & ~b).any(), "a lower rate hid a sample a higher rate kept"

@@ -1,0 +1,185 @@
+"""Data layer: the embedded handwritten dataset, splits, standardisation, npz validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unipair import datasets
+from unipair.data.handwritten import VIEWS, read_handwritten_csvs
+from unipair.data.npz import NpzFormatError
+from unipair.data.synthetic import load_synthetic
+
+
+@pytest.fixture(scope="module")
+def handwritten():
+    return datasets.create("handwritten")
+
+
+def test_handwritten_embedded_matches_source_csvs(data_root: Path) -> None:
+    views, labels = read_handwritten_csvs(data_root / "handwritten")
+    raw = datasets.create("handwritten", standardize=False)
+    assert set(raw.spec.names) == set(VIEWS)
+    # reassemble all 2000 rows from the three splits and compare to the CSVs row by row
+    for split in (raw.train, raw.val, raw.test):
+        rows = split.index.numpy()
+        np.testing.assert_array_equal(split.labels.numpy(), labels[rows])
+        for v in VIEWS:
+            np.testing.assert_allclose(split.inputs[v].numpy(), views[v][rows], rtol=1e-6)
+
+
+def test_handwritten_shape_balance_and_disjoint_splits(handwritten) -> None:
+    d = handwritten.describe()
+    assert d["modalities"] == {v: [n] for v, n in VIEWS.items()}
+    assert sum(d["splits"].values()) == 2000
+    total = np.sum([d["class_counts"][s] for s in ("train", "val", "test")], axis=0)
+    assert total.tolist() == [200] * 10
+    for s in ("train", "val", "test"):  # stratified: every split balanced
+        assert len(set(d["class_counts"][s])) == 1
+    idx = [set(handwritten.split(s).index.tolist()) for s in ("train", "val", "test")]
+    assert not (idx[0] & idx[1]) and not (idx[0] & idx[2]) and not (idx[1] & idx[2])
+
+
+def test_splits_are_deterministic_per_seed() -> None:
+    a, b = datasets.create("handwritten", seed=3), datasets.create("handwritten", seed=3)
+    c = datasets.create("handwritten", seed=4)
+    assert torch.equal(a.test.index, b.test.index) and a.fingerprint == b.fingerprint
+    assert not torch.equal(a.test.index, c.test.index) and a.fingerprint != c.fingerprint
+
+
+def test_standardisation_statistics_come_from_train_only(handwritten) -> None:
+    x = handwritten.train.inputs["fac"]
+    assert torch.allclose(x.mean(0), torch.zeros(x.shape[1]), atol=1e-4)
+    assert torch.allclose(x.std(0, unbiased=False), torch.ones(x.shape[1]), atol=1e-3)
+    # the test split is transformed with train statistics, so it is not exactly standard
+    t = handwritten.test.inputs["fac"]
+    assert not torch.allclose(t.mean(0), torch.zeros(t.shape[1]), atol=1e-3)
+
+
+def test_unknown_dataset_and_option_are_named() -> None:
+    with pytest.raises(KeyError, match=r"handwriten.*Did you mean 'handwritten'"):
+        datasets.create("handwriten")
+    with pytest.raises(TypeError, match=r"no option.*'colour'"):
+        datasets.create("handwritten", colour=1)
+
+
+def test_handwritten_root_error_names_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"mfeat-pix\.csv"):
+        datasets.create("handwritten", root=str(tmp_path))
+
+
+# ---- npz: bring your own data ------------------------------------------------------------
+
+
+def _write(path: Path, **arrays) -> str:
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _good(n: int = 60, c: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % c
+    return {
+        "audio": rng.normal(size=(n, 1, 8, 5)).astype(np.float32) + y[:, None, None, None],
+        "text": rng.normal(size=(n, 7)).astype(np.float32),
+        "label": y,
+    }
+
+
+def test_npz_roundtrip_with_and_without_split(tmp_path: Path) -> None:
+    arrays = _good()
+    d = datasets.create(_write(tmp_path / "mine.npz", **arrays), seed=1)
+    assert d.spec.names == ["audio", "text"] and d.spec["audio"].shape == (1, 8, 5)
+    assert d.spec.num_classes == 3 and sum(len(d.split(s)) for s in ("train", "val", "test")) == 60
+    split = np.array(["train"] * 40 + ["val"] * 8 + ["test"] * 12)
+    d2 = datasets.create(_write(tmp_path / "s.npz", **arrays, split=split))
+    assert sorted(d2.test.index.tolist()) == list(range(48, 60))
+    assert sorted(d2.val.index.tolist()) == list(range(40, 48))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda a: a.update(text=a["text"][:-1]),
+            r"array 'text' has shape \(59, 7\), expected \[N=60",
+        ),
+        (
+            lambda a: a["text"].__setitem__((3, 2), np.nan),
+            r"array 'text' has NaN or inf values in 1 rows",
+        ),
+        (lambda a: a["audio"].__setitem__((0, 0, 0, 0), np.inf), r"array 'audio' has NaN or inf"),
+        (lambda a: a.update(label=a["label"] - 1), r"array 'label' has negative values"),
+        (
+            lambda a: a.update(label=np.where(a["label"] == 1, 5, a["label"])),
+            r"class\(es\) \[1, 3, 4\] never occur",
+        ),
+        (
+            lambda a: a.update(split=np.array(["train"] * 50 + ["dev"] * 10)),
+            r"array 'split' has unknown value\(s\) \['dev'\]",
+        ),
+        (lambda a: a.pop("text"), r"need at least two modality arrays"),
+        (lambda a: a.update(text=np.zeros((60, 0), np.float32)), r"array 'text' is empty"),
+        (lambda a: a.pop("label"), r"array 'label' is missing"),
+        (
+            lambda a: a.update(split=np.where(a["label"] == 2, "test", "train")),
+            r"array 'label' has class\(es\) \[2\] with no training sample",
+        ),
+    ],
+    ids=[
+        "differing-N",
+        "nan",
+        "inf",
+        "negative-label",
+        "label-gap",
+        "bad-split",
+        "one-modality",
+        "empty-array",
+        "no-label",
+        "class-without-train",
+    ],
+)
+def test_npz_validation_errors_name_the_array(tmp_path: Path, change, message: str) -> None:
+    arrays = _good()
+    change(arrays)
+    path = _write(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(NpzFormatError, match=message) as info:
+        datasets.create(path)
+    assert "bad.npz" in str(info.value)
+
+
+def test_npz_missing_or_corrupt_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nothere\.npz"):
+        datasets.create(str(tmp_path / "nothere.npz"))
+    bad = tmp_path / "corrupt.npz"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(NpzFormatError, match=r"corrupt\.npz: not a readable"):
+        datasets.create(str(bad))
+
+
+# ---- synthetic -------------------------------------------------------------------------------
+
+
+def _centroid_accuracy(data, m: str) -> float:
+    x, y = data.train.inputs[m].flatten(1), data.train.labels
+    centroids = torch.stack([x[y == c].mean(0) for c in range(data.spec.num_classes)])
+    xt, yt = data.test.inputs[m].flatten(1), data.test.labels
+    return float((torch.cdist(xt, centroids).argmin(1) == yt).float().mean())
+
+
+def test_synthetic_informativeness_sets_the_dominant_modality() -> None:
+    d = load_synthetic(2, num_samples=1200, informativeness=[3.0, 0.3], seed=0)
+    strong, weak = _centroid_accuracy(d, "m0"), _centroid_accuracy(d, "m1")
+    assert strong > 0.9 and weak < 0.6 and strong - weak > 0.3
+
+
+def test_synthetic_large_shapes_are_lazy_and_deterministic() -> None:
+    shapes = {"audio": [1, 1024, 128], "video": [3, 3, 224, 224]}
+    d = load_synthetic(shapes=shapes, num_classes=6, num_samples=200, seed=0)
+    assert d.info.get("lazy") is True
+    b1, b2 = d.train.__getitems__([0, 5]), d.train.__getitems__([0, 5])
+    assert b1.inputs["video"].shape == (2, 3, 3, 224, 224)
+    assert torch.equal(b1.inputs["audio"], b2.inputs["audio"])
