@@ -233,7 +233,7 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
     eval_bs = max(1, cfg.train.eval_batch_size // world)
     train_loader = _loader(data.train, sampler, cfg.train.num_workers, pin)
     val_loader = _loader(data.val, ShardBatchSampler(len(data.val), eval_bs, rank, world), 0, pin)
-    metrics = MultimodalMetrics(data.spec.num_classes, data.spec.names).to(fabric.device)
+    metrics = MultimodalMetrics(data.spec.num_classes, method.modalities).to(fabric.device)
 
     def clip() -> None:
         if cfg.optim.grad_clip is not None:
@@ -323,7 +323,7 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
         test_loader = _loader(
             data.test, ShardBatchSampler(len(data.test), cfg.train.eval_batch_size), 0, pin
         )
-        test_metrics = MultimodalMetrics(data.spec.num_classes, data.spec.names, sync=False).to(
+        test_metrics = MultimodalMetrics(data.spec.num_classes, method.modalities, sync=False).to(
             fabric.device
         )
         test, arrays = predict_split(

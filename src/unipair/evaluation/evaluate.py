@@ -80,7 +80,7 @@ class LoadedRun:
             ds = ds.with_missing(missing_masks(len(ds), names, missing_rate, missing_seed))
         bs = batch_size or self.config.train.eval_batch_size
         loader = _loader(ds, ShardBatchSampler(len(ds), bs), 0, False)
-        metrics = MultimodalMetrics(self.data.spec.num_classes, names, sync=False)
+        metrics = MultimodalMetrics(self.data.spec.num_classes, self.method.modalities, sync=False)
         result, _ = predict_split(self.method, loader, metrics.to(self.fabric.device), self.fabric)
         return result
 

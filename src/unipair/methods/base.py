@@ -153,6 +153,7 @@ class Method(nn.Module):
     # ---- helpers --------------------------------------------------------------------------
     @property
     def modalities(self) -> list[str]:
+        """The modalities this method reads and reports on."""
         return self.task.names
 
     def named_trainable(self) -> Iterator[tuple[str, nn.Parameter]]:

@@ -44,6 +44,10 @@ class Unimodal(Method):
         self.modality = modality
         self.model = MultimodalModel(task, model, modalities=[modality])
 
+    @property
+    def modalities(self) -> list[str]:
+        return [self.modality]
+
     def forward(self, batch: MultimodalBatch) -> Tensor:
         return self.model(batch.only([self.modality]))[1]
 
