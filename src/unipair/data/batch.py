@@ -40,6 +40,9 @@ class MultimodalBatch:
     present: dict[str, Tensor]
     labels: Tensor
     index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    #: modality -> True if no row misses it; computed once (on CPU, where batches are built)
+    #: so models can skip masking without a device synchronisation per step
+    complete: dict[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = self.labels.shape[0]
@@ -55,6 +58,8 @@ class MultimodalBatch:
                 )
         if self.index.numel() == 0:
             self.index = torch.arange(n)
+        if set(self.complete) != set(self.present):
+            self.complete = {m: bool(p.all()) for m, p in self.present.items()}
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -69,7 +74,21 @@ class MultimodalBatch:
             present={m: p.to(device, non_blocking=non_blocking) for m, p in self.present.items()},
             labels=self.labels.to(device, non_blocking=non_blocking),
             index=self.index.to(device, non_blocking=non_blocking),
+            complete=self.complete,
         )
+
+    def pin_memory(self) -> MultimodalBatch:
+        return MultimodalBatch(
+            inputs={m: x.pin_memory() for m, x in self.inputs.items()},
+            present={m: p.pin_memory() for m, p in self.present.items()},
+            labels=self.labels.pin_memory(),
+            index=self.index.pin_memory(),
+            complete=self.complete,
+        )
+
+    def masks(self) -> dict[str, Tensor | None]:
+        """``present`` with None for complete modalities: what fusions take."""
+        return {m: None if self.complete[m] else p for m, p in self.present.items()}
 
     def subset(self, rows: Tensor) -> MultimodalBatch:
         """The rows selected by an index or bool mask, as a new batch."""
@@ -88,6 +107,7 @@ class MultimodalBatch:
             present={m: self.present[m] for m in keep},
             labels=self.labels,
             index=self.index,
+            complete={m: self.complete[m] for m in keep},
         )
 
     def with_missing(self, missing: Mapping[str, Tensor]) -> MultimodalBatch:

@@ -276,10 +276,12 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
         for g in optimizer.param_groups:
             row[f"lr/{g['name']}"] = g["lr"]
         scheduler.step()
-        train_time += time.perf_counter() - t0
+        epoch_train_time = time.perf_counter() - t0
+        train_time += epoch_train_time
         val, _ = predict_split(method, val_loader, metrics, fabric)
         row.update({f"val/{k}": v for k, v in val.items()})
-        row["time_s"] = round(time.perf_counter() - t0, 3)
+        row["time/train_s"] = round(epoch_train_time, 4)
+        row["time/epoch_s"] = round(time.perf_counter() - t0, 4)
         history.append(row)
         score = sign * val[cfg.train.monitor]
         improved = best_value is None or (math.isfinite(score) and score > best_value)

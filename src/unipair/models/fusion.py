@@ -2,11 +2,13 @@
 
 A missing modality contributes nothing: its features never enter a sum, a gate or a FiLM
 condition; concatenation puts exact zeros in its slot (so the head's slice for it is silent).
+``present[m]`` is a bool mask [B], or None when no row misses modality m (then nothing is
+masked, which keeps the common complete-data case as cheap as plain concatenation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -30,8 +32,18 @@ class Fusion(nn.Module):
 FUSIONS: Registry[Callable[..., Fusion]] = Registry("fusion")
 
 
-def _mask(x: Tensor, present: Tensor) -> Tensor:
-    return x * present.to(x.dtype).unsqueeze(-1)
+Masks = Mapping[str, Tensor | None]
+
+
+def _mask(x: Tensor, present: Tensor | None) -> Tensor:
+    return x if present is None else x * present.to(x.dtype).unsqueeze(-1)
+
+
+def _bool(present: Tensor | None, like: Tensor) -> Tensor:
+    """The mask as a bool tensor [B] (all True for None)."""
+    if present is None:
+        return torch.ones(like.shape[0], dtype=torch.bool, device=like.device)
+    return present
 
 
 @FUSIONS.register("concat")
@@ -42,7 +54,7 @@ class ConcatFusion(Fusion):
         super().__init__(modalities, width)
         self.out_dim = width * len(self.modalities)
 
-    def forward(self, features: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+    def forward(self, features: dict[str, Tensor], present: Masks) -> Tensor:
         return torch.cat([_mask(features[m], present[m]) for m in self.modalities], dim=-1)
 
 
@@ -54,7 +66,7 @@ class SumFusion(Fusion):
         super().__init__(modalities, width)
         self.out_dim = width
 
-    def forward(self, features: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+    def forward(self, features: dict[str, Tensor], present: Masks) -> Tensor:
         return torch.stack([_mask(features[m], present[m]) for m in self.modalities]).sum(0)
 
 
@@ -67,9 +79,9 @@ class GatedFusion(Fusion):
         self.score = nn.ModuleDict({m: nn.Linear(width, 1) for m in self.modalities})
         self.out_dim = width
 
-    def forward(self, features: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+    def forward(self, features: dict[str, Tensor], present: Masks) -> Tensor:
         scores = torch.cat([self.score[m](features[m]) for m in self.modalities], dim=-1)
-        mask = torch.stack([present[m] for m in self.modalities], dim=-1)
+        mask = torch.stack([_bool(present[m], features[m]) for m in self.modalities], dim=-1)
         scores = scores.float().masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # no modality present -> zeros
         stacked = torch.stack([features[m] for m in self.modalities], dim=-1)
@@ -94,18 +106,19 @@ class FiLMFusion(Fusion):
         nn.init.zeros_(self.film.bias)
         self.out_dim = width
 
-    def forward(self, features: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+    def forward(self, features: dict[str, Tensor], present: Masks) -> Tensor:
         others = [m for m in self.modalities if m != self.target]
         h = features[self.target]
         if not others:
             return _mask(h, present[self.target])
-        count = torch.stack([present[m] for m in others]).sum(0).to(h.dtype).unsqueeze(-1)
+        count = torch.stack([_bool(present[m], h) for m in others]).sum(0).to(h.dtype)
+        count = count.unsqueeze(-1)
         cond = torch.stack([_mask(features[m], present[m]) for m in others]).sum(0)
         cond = cond / count.clamp_min(1.0)
         gamma, beta = self.film(cond).chunk(2, dim=-1)
         has_cond = (count > 0).to(h.dtype)
         modulated = h * (1 + gamma * has_cond) + beta * has_cond
-        tgt = present[self.target].to(h.dtype).unsqueeze(-1)
+        tgt = _bool(present[self.target], h).to(h.dtype).unsqueeze(-1)
         return tgt * modulated + (1 - tgt) * cond
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from unipair.config_base import StrictModel
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import TaskSpec
-from unipair.models.encoders import Encoder, create_encoder
+from unipair.models.encoders import create_encoder
 from unipair.models.fusion import FUSIONS, ConcatFusion, create_fusion
 from unipair.models.heads import create_head
 
@@ -80,20 +80,20 @@ def build_encoders(
     )
 
 
-def encode_present(encoder: Encoder, x: Tensor, present: Tensor) -> Tensor:
+def encode_present(
+    encoder: nn.Module, x: Tensor, present: Tensor, complete: bool | None = None
+) -> Tensor:
     """Encode only the rows where the modality is present; missing rows get zero features.
 
     Missing inputs are never run through the encoder, so they cannot leak into batch
-    statistics (BatchNorm) or be mistaken for data.
+    statistics (BatchNorm) or be mistaken for data. ``complete`` (no row missing), when known,
+    saves a check.
     """
-    if bool(present.all()):
+    if complete if complete is not None else bool(present.all()):
         return encoder(x)
     rows = torch.nonzero(present).squeeze(1)
-    shape = (
-        (x.shape[0], x.shape[1], encoder.out_dim)
-        if encoder.sequence_output
-        else (x.shape[0], encoder.out_dim)
-    )
+    out_dim = encoder.out_dim
+    shape = (x.shape[0], x.shape[1], out_dim) if encoder.sequence_output else (x.shape[0], out_dim)
     if rows.numel() == 0:
         return x.new_zeros(shape)
     encoded = encoder(x[rows])
@@ -118,16 +118,18 @@ class MultimodalModel(nn.Module):
 
     def encode(self, batch: MultimodalBatch) -> dict[str, Tensor]:
         return {
-            m: encode_present(self.encoders[m], batch.inputs[m], batch.present[m])
+            m: encode_present(
+                self.encoders[m], batch.inputs[m], batch.present[m], batch.complete[m]
+            )
             for m in self.modalities
         }
 
-    def classify(self, features: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+    def classify(self, features: dict[str, Tensor], present: Mapping[str, Tensor | None]) -> Tensor:
         return self.head(self.fusion(features, present))
 
     def forward(self, batch: MultimodalBatch) -> tuple[dict[str, Tensor], Tensor]:
         features = self.encode(batch)
-        return features, self.classify(features, batch.present)
+        return features, self.classify(features, batch.masks())
 
     def modality_logits(
         self, features: dict[str, Tensor], present: dict[str, Tensor]
