@@ -115,9 +115,7 @@ def eval_(
     missing_rate: Annotated[
         float, typer.Option(help="hide modalities in this fraction of samples")
     ] = 0.0,
-    missing_modality: Annotated[
-        str | None, typer.Option(help="hide only this modality")
-    ] = None,
+    missing_modality: Annotated[str | None, typer.Option(help="hide only this modality")] = None,
     missing_seed: Annotated[int, typer.Option(help="seed of the missing masks")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -206,8 +204,13 @@ def datasets_list(ctx: typer.Context) -> None:
         mods = "\n".join(f"{m} {s}" for m, s in d["modalities"].items())
         sizes = "/".join(str(d["splits"][s]) for s in ("train", "val", "test"))
         table.add_row(name, mods, str(d["num_classes"]), sizes, about)
-    table.add_row("<file>.npz", "one array per modality", "from 'label'", "given or drawn",
-                  "bring your own data: unipair datasets show path/to/file.npz")
+    table.add_row(
+        "<file>.npz",
+        "one array per modality",
+        "from 'label'",
+        "given or drawn",
+        "bring your own data: unipair datasets show path/to/file.npz",
+    )
     console.print(table)
 
 
@@ -235,8 +238,11 @@ def datasets_show(
     for s in ("train", "val", "test"):
         balance.add_row(s, str(d["splits"][s]), *map(str, d["class_counts"][s]))
     console.print(balance)
-    rest = {k: v for k, v in d.items()
-            if k not in ("modalities", "class_counts", "splits", "name", "fingerprint", "seed")}
+    rest = {
+        k: v
+        for k, v in d.items()
+        if k not in ("modalities", "class_counts", "splits", "name", "fingerprint", "seed")
+    }
     for k, v in rest.items():
         console.print(f"[bold]{k}[/]: {v}", highlight=False)
 

@@ -36,8 +36,9 @@ class LoadedRun:
             raise FileNotFoundError(f"{self.run.best} does not exist: the run has not finished")
         self.config = load_config(self.run.config)
         self.config.fabric.accelerator = accelerator
-        self.fabric = Fabric(accelerator=accelerator, devices=1,
-                             precision=self.config.fabric.precision)  # type: ignore[arg-type]
+        self.fabric = Fabric(
+            accelerator=accelerator, devices=1, precision=self.config.fabric.precision
+        )  # type: ignore[arg-type]
         self.data: MultimodalData = load_data(self.config)
         self._check_fingerprint()
         self.method: Method = build_method(self.config, self.data)
