@@ -134,6 +134,75 @@ def eval_(
         _print_metrics(what, metrics)
 
 
+def _csv_list(value: str | None, cast: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    try:
+        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list, got {value!r}") from None
+
+
+@app.command()
+@friendly
+def compare(
+    dataset: Annotated[str | None, typer.Option(help="dataset name or path to an .npz")] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="comma-separated methods [joint,ogm_ge,mla,pgm]")
+    ] = None,
+    seeds: Annotated[str | None, typer.Option(help="comma-separated seeds [0,1,2]")] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="shared run config YAML (optional compare: section)"),
+    ] = None,
+    set_: SetOpt = None,
+    jobs: Annotated[int | None, typer.Option(help="runs trained in parallel processes")] = None,
+    epochs: Annotated[int | None, typer.Option(help="training epochs for every run")] = None,
+    out: Annotated[str, typer.Option(help="output folder (runs, results, report)")] = "compare",
+    unimodal: Annotated[
+        bool | None,
+        typer.Option("--unimodal/--no-unimodal", help="train unimodal references (laziness gap)"),
+    ] = None,
+) -> None:
+    """Train every (method, seed) identically, then report mean ± std and the imbalance figures.
+
+    Finished runs in OUT are reused and interrupted ones resumed, so rerunning is cheap.
+    """
+    import shlex
+    import sys
+
+    from unipair.evaluation.compare_cli import run_compare_command
+
+    result = run_compare_command(
+        dataset=dataset,
+        methods=_csv_list(methods, str),
+        seeds=_csv_list(seeds, int),
+        config=config,
+        overrides=set_ or [],
+        jobs=jobs,
+        epochs=epochs,
+        out=out,
+        unimodal=unimodal,
+        command="unipair " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        console=console,
+    )
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def viz(
+    run_dir: Annotated[Path, typer.Argument(help="a finished PgM run directory")],
+    out: Annotated[Path | None, typer.Option(help="folder for the PNGs [RUN_DIR/figures]")] = None,
+) -> None:
+    """Partition figures of a PgM run: t-SNE of uni/paired features, shares, uni-head accuracy."""
+    from unipair.evaluation.pgm_viz import visualize_pgm
+
+    for path in visualize_pgm(run_dir, out):
+        console.print(str(path), highlight=False, soft_wrap=True)
+
+
 def _print_metrics(title: str, metrics: dict[str, float]) -> None:
     table = Table(title=title, show_header=True)
     table.add_column("metric")

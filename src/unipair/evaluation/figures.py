@@ -1,0 +1,170 @@
+"""Comparison figures (PNG): accuracies, validation curves, robustness, contributions."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from unipair.io import atomic_path
+
+__all__ = ["write_figures"]
+
+
+def _methods(table: dict[str, Any]) -> list[str]:
+    return [k for k in table if not k.startswith("unimodal:")]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def modality_accuracy_bars(table: dict[str, Any], modalities: Sequence[str], path: Path) -> Path:
+    methods = _methods(table)
+    groups = [*methods, "alone"] if any(k.startswith("unimodal:") for k in table) else methods
+    x = np.arange(len(modalities))
+    width = 0.8 / max(len(groups), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(modalities) + 2), 3.8))
+    for i, g in enumerate(groups):
+        if g == "alone":
+            stats = [
+                table.get(f"unimodal:{m}", {}).get("modality_acc", {}).get(m) for m in modalities
+            ]
+        else:
+            stats = [table[g]["modality_acc"].get(m) for m in modalities]
+        mean = [s["mean"] if s else np.nan for s in stats]
+        std = [s["std"] if s else 0.0 for s in stats]
+        hatch = "//" if g == "alone" else None
+        ax.bar(
+            x + (i - (len(groups) - 1) / 2) * width,
+            mean,
+            width,
+            yerr=std,
+            capsize=2,
+            label="trained alone" if g == "alone" else g,
+            hatch=hatch,
+            alpha=0.9,
+        )
+    ax.set_xticks(x, modalities)
+    ax.set_ylabel("test accuracy (modality alone)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Per-modality accuracy inside each method (mean ± std over seeds)")
+    ax.legend(fontsize=8, ncol=min(len(groups), 5), loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def validation_curves(
+    runs: Sequence[dict[str, Any]], modalities: Sequence[str], path: Path
+) -> Path:
+    keys = ["acc", *modalities]
+    cols = min(len(keys), 4)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    by_label: dict[str, list[list[dict[str, str]]]] = {}
+    for r in runs:
+        if r["label"].startswith("unimodal:"):
+            continue
+        with open(Path(r["run_dir"]) / "metrics.csv", newline="") as f:
+            by_label.setdefault(r["label"], []).append(list(csv.DictReader(f)))
+    for ax, key in zip(axes.flat, keys, strict=False):
+        col = "val/acc" if key == "acc" else f"val/acc/{key}"
+        for label, histories in by_label.items():
+            n = min(len(h) for h in histories)
+            vals = np.array([[float(h[e][col] or "nan") for e in range(n)] for h in histories])
+            ax.plot(np.arange(n), np.nanmean(vals, 0), label=label)
+        ax.set_title("fused" if key == "acc" else key, fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Validation accuracy per epoch (mean over seeds)", fontsize=10)
+    fig.supxlabel("epoch", fontsize=8)
+    return _save(fig, path)
+
+
+def missing_rate_figure(table: dict[str, Any], path: Path) -> Path:
+    methods = [m for m in _methods(table) if "curves" in table[m]]
+    modes = list(table[methods[0]]["curves"])
+    cols = min(len(modes), 4)
+    rows = -(-len(modes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    lowest = min(s["mean"] for m in methods for c in table[m]["curves"].values() for s in c)
+    floor = max(0.0, np.floor((lowest - 0.05) * 10) / 10)
+    for ax, mode in zip(axes.flat, modes, strict=False):
+        for m in methods:
+            rates = table[m]["missing_rates"]
+            mean = np.array([s["mean"] for s in table[m]["curves"][mode]])
+            std = np.array([s["std"] for s in table[m]["curves"][mode]])
+            ax.plot(rates, mean, marker="o", ms=3, label=m)
+            ax.fill_between(rates, mean - std, mean + std, alpha=0.15)
+        ax.set_title(
+            "random modalities missing" if mode == "random" else f"{mode} missing", fontsize=9
+        )
+        ax.set_ylim(floor, 1.01)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(modes) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.supxlabel("fraction of test samples missing the modality", fontsize=8)
+    fig.supylabel("fused test accuracy", fontsize=8)
+    return _save(fig, path)
+
+
+def contributions_figure(table: dict[str, Any], modalities: Sequence[str], path: Path) -> Path:
+    methods = [m for m in _methods(table) if "leave_one_out" in table[m]]
+    kinds = ["leave_one_out"] + (["shapley"] if all("shapley" in table[m] for m in methods) else [])
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 3.6), squeeze=False)
+    x = np.arange(len(modalities))
+    width = 0.8 / max(len(methods), 1)
+    titles = {
+        "leave_one_out": "Accuracy lost when the modality is missing",
+        "shapley": "Shapley value of the modality (fused accuracy)",
+    }
+    for ax, kind in zip(axes.flat, kinds, strict=True):
+        for i, m in enumerate(methods):
+            stats = [table[m][kind][mod] for mod in modalities]
+            ax.bar(
+                x + (i - (len(methods) - 1) / 2) * width,
+                [100 * s["mean"] for s in stats],
+                width,
+                yerr=[100 * s["std"] for s in stats],
+                capsize=2,
+                label=m,
+            )
+        ax.set_xticks(x, modalities)
+        ax.set_title(titles[kind], fontsize=10)
+        ax.set_ylabel("fused accuracy points", fontsize=8)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.grid(axis="y", alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def write_figures(
+    table: dict[str, Any], runs: Sequence[dict[str, Any]], modalities: Sequence[str], out: Path
+) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    figs = {
+        "modality_accuracy": modality_accuracy_bars(
+            table, modalities, out / "modality_accuracy.png"
+        ),
+        "validation_curves": validation_curves(runs, modalities, out / "validation_curves.png"),
+    }
+    if any("curves" in table[m] for m in _methods(table)):
+        figs["missing_rate"] = missing_rate_figure(table, out / "missing_rate.png")
+        figs["contributions"] = contributions_figure(table, modalities, out / "contributions.png")
+    return figs

@@ -1,0 +1,197 @@
+"""compare, contributions, missing-modality evaluation and the report, on real data."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import unipair
+from unipair.engine.config import load_config
+from unipair.evaluation.compare import aggregate
+from unipair.evaluation.compare_cli import run_compare_command
+from unipair.evaluation.contributions import leave_one_out, shapley_values
+from unipair.evaluation.evaluate import load_run
+
+# ---- Shapley values against the permutation definition -------------------------------------
+
+
+def _brute_force_shapley(players, value):
+    """Average marginal contribution over all orderings (the textbook definition)."""
+    phi = dict.fromkeys(players, 0.0)
+    orders = list(itertools.permutations(players))
+    for order in orders:
+        seen: frozenset[str] = frozenset()
+        for p in order:
+            phi[p] += value(seen | {p}) - value(seen)
+            seen = seen | {p}
+    return {p: v / len(orders) for p, v in phi.items()}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.data())
+def test_shapley_matches_brute_force(n: int, data) -> None:
+    players = [f"m{i}" for i in range(n)]
+    subsets = [frozenset(c) for k in range(n + 1) for c in itertools.combinations(players, k)]
+    table = {s: data.draw(st.floats(0, 1)) for s in subsets}
+    exact = shapley_values(players, table.__getitem__)
+    brute = _brute_force_shapley(players, table.__getitem__)
+    for p in players:
+        assert exact[p] == pytest.approx(brute[p], abs=1e-9)
+    # efficiency: the values share out v(all) - v(empty)
+    assert sum(exact.values()) == pytest.approx(table[frozenset(players)] - table[frozenset()])
+
+
+def test_leave_one_out_on_a_small_game() -> None:
+    value = {frozenset("ab"): 0.9, frozenset("a"): 0.8, frozenset("b"): 0.5}.__getitem__
+    assert leave_one_out(["a", "b"], value) == pytest.approx({"a": 0.4, "b": 0.1})
+
+
+# ---- missing modalities go through `present` ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("small")
+    cfg = load_config("configs/handwritten.yaml", [
+        "train.epochs=2", f"out={out}", "name=r", "logging.progress=none",
+        "fabric.accelerator=cpu",
+    ])  # fmt: skip
+    return unipair.train(cfg).run_dir
+
+
+def test_missing_rate_evaluation_marks_absent_through_present(small_run: Path) -> None:
+    run = load_run(small_run)
+    seen = []
+    original = run.method.predict
+
+    def spy(batch):
+        seen.append(batch)
+        return original(batch)
+
+    run.method.predict = spy  # type: ignore[method-assign]
+    run.evaluate("test", 0.5, missing_modality="pix")
+    present = [b.present["pix"] for b in seen]
+    hidden = sum(int((~p).sum()) for p in present)
+    assert 150 <= hidden <= 250, hidden  # about half of 400 test samples
+    for b in seen:
+        gone = ~b.present["pix"]
+        assert not b.complete["pix"] or not gone.any()
+        assert float(b.inputs["pix"][gone].abs().sum()) == 0.0
+        assert all(bool(b.present[m].all()) for m in b.modalities if m != "pix")
+
+
+# ---- compare end to end ----------------------------------------------------------------------
+
+
+SMALL = """
+dataset: {name: handwritten, options: {views: [pix, fou, mor]}}
+model: {width: 32}
+train: {epochs: 2}
+fabric: {accelerator: cpu}
+compare: {missing_rates: [0.0, 0.5]}
+"""
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("compare")
+    config = out / "small.yaml"
+    config.write_text(SMALL)
+    args = dict(
+        dataset=None, methods=["joint", "ogm_ge"], seeds=[0, 1], config=str(config),
+        overrides=[], jobs=1, epochs=None, out=str(out), unimodal=True, command="test",
+    )  # fmt: skip
+    first = run_compare_command(**args)
+    second = run_compare_command(**args)
+    return out, config, first, second
+
+
+def test_compare_writes_results_and_reuses_runs(compared) -> None:
+    out, _, first, second = compared
+    assert not first.failures and len(first.runs) == 2 * 2 + 3 * 2
+    assert all(r["reused"] for r in second.runs), "a finished run was trained again"
+    for name in ("results.csv", "results.md", "report.html"):
+        assert (out / name).is_file()
+    # the table is the mean over seeds of each run's summary
+    accs = [r["summary"]["test"]["acc"] for r in first.runs if r["label"] == "joint"]
+    assert first.table["joint"]["acc"]["mean"] == pytest.approx(sum(accs) / len(accs))
+    gap = first.table["joint"]["laziness_gap"]["mor"]["mean"]
+    alone = first.table["unimodal:mor"]["modality_acc"]["mor"]["mean"]
+    inside = first.table["joint"]["modality_acc"]["mor"]["mean"]
+    assert gap == pytest.approx(inside - alone)
+    md = (out / "results.md").read_text()
+    assert "| joint |" in md and "Laziness gap" in md and "trained alone" in md
+    # three modalities: exact Shapley values, which share out v(all) - v(none)
+    row = first.table["joint"]
+    assert set(row["shapley"]) == {"pix", "fou", "mor"}
+    total = sum(v["mean"] for v in row["shapley"].values())
+    assert total == pytest.approx(row["acc"]["mean"] - 0.1, abs=1e-6)  # prior: 10 balanced
+    assert row["missing_rates"] == [0.0, 0.5]
+
+
+def test_compare_refuses_runs_trained_differently(compared) -> None:
+    out, config, _, _ = compared
+    again = run_compare_command(
+        dataset=None, methods=["joint"], seeds=[0], config=str(config),
+        overrides=["optim.lr=0.01"], jobs=1, epochs=None, out=str(out), unimodal=False,
+    )  # fmt: skip
+    assert again.failures and "different configuration" in again.failures[0][2]
+
+
+def test_aggregate_reports_sample_std() -> None:
+    runs = [
+        {"label": "x", "seed": s, "summary": {"test": {"acc": a, "f1": a, "acc/u": a},
+                                              "train_time_s": 1.0}, "analysis": {}}
+        for s, a in enumerate([0.8, 0.9, 1.0])
+    ]  # fmt: skip
+    row = aggregate(runs)["x"]
+    assert row["acc"]["mean"] == pytest.approx(0.9)
+    assert row["acc"]["std"] == pytest.approx(math.sqrt(0.01))  # ddof=1
+
+
+# ---- the report in a real browser ------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium not installed (make test runs scripts/install_chromium.sh; it needs root "
+    "or sudo and Debian's apt)",
+)
+def test_report_renders_in_headless_chromium(compared, tmp_path: Path) -> None:
+    out = compared[0]
+    url = (out / "report.html").resolve().as_uri()
+    dom = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'a'}", "--virtual-time-budget=5000",
+         "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    marker = 'data-report-check="'
+    assert marker in dom.stdout, "the report's self-check did not run"
+    raw = dom.stdout.split(marker, 1)[1].split('"', 1)[0].replace("&quot;", '"')
+    check = json.loads(raw)
+    assert check["images"] >= 4 and check["rendered"] == check["images"], check
+    assert check["tables"] >= 4 and check["errors"] == [], check
+    console_errors = [ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln and "rror" in ln]
+    assert not console_errors, console_errors
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'b'}", "--window-size=1200,2400",
+         f"--screenshot={shot}", url],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert shot.stat().st_size > 50_000
