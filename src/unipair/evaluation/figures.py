@@ -22,6 +22,23 @@ def _methods(table: dict[str, Any]) -> list[str]:
     return [k for k in table if not k.startswith("unimodal:")]
 
 
+def _grid(n: int) -> tuple[Any, list[Any]]:
+    """A figure with n small panels, four per row."""
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n]
+
+
+def _panel(ax: Any, title: str, low: float = 0.0) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(low, 1.01)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=7)
+
+
 def _save(fig: Any, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -68,28 +85,21 @@ def validation_curves(
     runs: Sequence[dict[str, Any]], modalities: Sequence[str], path: Path
 ) -> Path:
     keys = ["acc", *modalities]
-    cols = min(len(keys), 4)
-    rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = _grid(len(keys))
     by_label: dict[str, list[list[dict[str, str]]]] = {}
     for r in runs:
         if r["label"].startswith("unimodal:"):
             continue
         with open(Path(r["run_dir"]) / "metrics.csv", newline="") as f:
             by_label.setdefault(r["label"], []).append(list(csv.DictReader(f)))
-    for ax, key in zip(axes.flat, keys, strict=False):
+    for ax, key in zip(axes, keys, strict=True):
         col = "val/acc" if key == "acc" else f"val/acc/{key}"
         for label, histories in by_label.items():
             n = min(len(h) for h in histories)
             vals = np.array([[float(h[e][col] or "nan") for e in range(n)] for h in histories])
             ax.plot(np.arange(n), np.nanmean(vals, 0), label=label)
-        ax.set_title("fused" if key == "acc" else key, fontsize=9)
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(keys) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+        _panel(ax, "fused" if key == "acc" else key)
+    axes[0].legend(fontsize=7)
     fig.suptitle("Validation accuracy per epoch (mean over seeds)", fontsize=10)
     fig.supxlabel("epoch", fontsize=8)
     return _save(fig, path)
@@ -98,27 +108,18 @@ def validation_curves(
 def missing_rate_figure(table: dict[str, Any], path: Path) -> Path:
     methods = [m for m in _methods(table) if "curves" in table[m]]
     modes = list(table[methods[0]]["curves"])
-    cols = min(len(modes), 4)
-    rows = -(-len(modes) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = _grid(len(modes))
     lowest = min(s["mean"] for m in methods for c in table[m]["curves"].values() for s in c)
     floor = max(0.0, np.floor((lowest - 0.05) * 10) / 10)
-    for ax, mode in zip(axes.flat, modes, strict=False):
+    for ax, mode in zip(axes, modes, strict=True):
         for m in methods:
             rates = table[m]["missing_rates"]
             mean = np.array([s["mean"] for s in table[m]["curves"][mode]])
             std = np.array([s["std"] for s in table[m]["curves"][mode]])
             ax.plot(rates, mean, marker="o", ms=3, label=m)
             ax.fill_between(rates, mean - std, mean + std, alpha=0.15)
-        ax.set_title(
-            "random modalities missing" if mode == "random" else f"{mode} missing", fontsize=9
-        )
-        ax.set_ylim(floor, 1.01)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(modes) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+        _panel(ax, "random modalities missing" if mode == "random" else f"{mode} missing", floor)
+    axes[0].legend(fontsize=7)
     fig.supxlabel("fraction of test samples missing the modality", fontsize=8)
     fig.supylabel("fused test accuracy", fontsize=8)
     return _save(fig, path)
