@@ -26,7 +26,9 @@ def _grid(n: int) -> tuple[Any, list[Any]]:
     """A figure with n small panels, four per row."""
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False, constrained_layout=True
+    )
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     return fig, list(axes.flat)[:n]
