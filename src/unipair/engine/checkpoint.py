@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from lightning_fabric import Fabric
 
-__all__ = ["get_rng_state", "save_checkpoint", "set_rng_state"]
+__all__ = ["get_rng_state", "save_checkpoint", "set_rng_state", "snapshot_checkpoint"]
 
 
 def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
@@ -20,6 +21,23 @@ def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
     fabric.save(tmp, state)
     if fabric.is_global_zero:
         os.replace(tmp, path)
+    fabric.barrier()
+
+
+def snapshot_checkpoint(fabric: Fabric, src: Path, dst: Path) -> None:
+    """Make ``dst`` a snapshot of the finished file ``src``: a hard link (no copy) where the
+    file system allows, else a copy; published with one rename, so never half-written.
+
+    ``src`` is later replaced by rename, never rewritten in place, so the link stays intact.
+    """
+    if fabric.is_global_zero:
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
     fabric.barrier()
 
 

@@ -24,7 +24,12 @@ from unipair import datasets
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import MultimodalData, MultimodalDataset, TensorMultimodalDataset
 from unipair.data.missing import missing_masks
-from unipair.engine.checkpoint import get_rng_state, save_checkpoint, set_rng_state
+from unipair.engine.checkpoint import (
+    get_rng_state,
+    save_checkpoint,
+    set_rng_state,
+    snapshot_checkpoint,
+)
 from unipair.engine.config import RunConfig, load_config
 from unipair.engine.optim import build_optimizer, build_scheduler, check_parameter_groups
 from unipair.engine.progress import make_reporter
@@ -287,7 +292,6 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
         improved = best_value is None or (math.isfinite(score) and score > best_value)
         if improved:
             best_value, best_epoch, bad_epochs = score, epoch, 0
-            save_checkpoint(fabric, run.best, {"method": method, "epoch": epoch, "val": val})
         else:
             bad_epochs += 1
         patience = cfg.train.early_stopping_patience
@@ -300,6 +304,7 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
                 "optimizer": optimizer,
                 "scheduler": scheduler.state_dict(),
                 "epoch": epoch,
+                "val": val,
                 "best_value": best_value,
                 "best_epoch": best_epoch,
                 "bad": bad_epochs,
@@ -309,6 +314,8 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
                 "rng": get_rng_state(),
             },
         )
+        if improved:  # best.ckpt is last.ckpt of the best epoch
+            snapshot_checkpoint(fabric, run.last, run.best)
         if fabric.is_global_zero:
             run.write_metrics(history)
         fabric.log_dict({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
