@@ -1,0 +1,140 @@
+"""Encoders, fusions and the multimodal model: shapes, defaults, missing-modality semantics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import unipair
+from unipair.data.batch import MultimodalBatch
+from unipair.data.dataset import ModalitySpec, TaskSpec
+from unipair.engine.config import load_config
+from unipair.models.encoders import create_encoder, default_encoder, list_encoders
+from unipair.models.fusion import FUSIONS, create_fusion
+from unipair.models.multimodal import ModelConfig, MultimodalModel
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [((76,), "mlp"), ((50, 12), "transformer"), ((1, 28, 28), "cnn"), ((1, 40, 100), "cnn"),
+     ((3, 224, 224), "resnet18"), ((3, 3, 64, 64), "resnet18")],
+)  # fmt: skip
+def test_default_encoder_follows_the_input_shape(shape, expected) -> None:
+    assert default_encoder(shape)[0] == expected
+    enc = create_encoder(None, shape, 24).eval()
+    with torch.no_grad():
+        assert enc(torch.randn(2, *shape)).shape == (2, 24)
+
+
+def test_registry_lists_encoders_and_rejects_bad_options() -> None:
+    assert set(list_encoders()) >= {"mlp", "cnn", "resnet18", "transformer"}
+    with pytest.raises(TypeError, match="encoder 'mlp'"):
+        create_encoder("mlp", (4,), 8, depth=3)
+    with pytest.raises(KeyError, match="unknown encoder 'vit'"):
+        create_encoder("vit", (3, 32, 32), 8)
+
+
+def test_resnet_encodes_clips_frame_by_frame_and_pools_over_time() -> None:
+    enc = create_encoder("resnet18", (3, 4, 32, 32), 512).eval()
+    clip = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        pooled = enc(clip)
+        frames = torch.stack([enc(clip[:, :, t]) for t in range(4)], 1).mean(1)
+    torch.testing.assert_close(pooled, frames, rtol=1e-4, atol=1e-5)
+    assert sum(p.numel() for p in enc.backbone.parameters()) == pytest.approx(11.17e6, rel=0.01)
+
+
+def test_transformer_can_return_the_sequence() -> None:
+    enc = create_encoder("transformer", (10, 6), 16, pool="none")
+    assert enc(torch.randn(3, 10, 6)).shape == (3, 10, 16) and enc.sequence_output
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+def test_fusions_ignore_missing_modalities(fusion: str) -> None:
+    torch.manual_seed(0)
+    f = create_fusion(fusion, ["a", "b", "c"], 8)
+    feats = {m: torch.randn(4, 8) for m in "abc"}
+    present = {
+        m: torch.tensor([True, True, False, True]) if m == "b" else torch.ones(4, dtype=torch.bool)
+        for m in "abc"
+    }
+    out = f(feats, present)
+    assert out.shape == (4, f.out_dim)
+    # whatever row 2 of modality b holds, the output does not change
+    feats2 = {**feats, "b": feats["b"].clone()}
+    feats2["b"][2] = 1e6
+    torch.testing.assert_close(f(feats2, present), out)
+    # None means "no row missing" and equals an all-True mask
+    full = {m: torch.ones(4, dtype=torch.bool) for m in "abc"}
+    torch.testing.assert_close(f(feats, dict.fromkeys("abc")), f(feats, full))
+
+
+def _task() -> TaskSpec:
+    return TaskSpec((ModalitySpec("img", (1, 12, 12)), ModalitySpec("vec", (5,))), 3)
+
+
+def test_missing_rows_never_reach_the_encoder() -> None:
+    model = MultimodalModel(_task(), ModelConfig(width=8))
+    seen = []
+    model.encoders["img"].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    present = torch.tensor([True, False, True, False])
+    batch = MultimodalBatch(
+        {"img": torch.randn(4, 1, 12, 12), "vec": torch.randn(4, 5)},
+        {"img": present, "vec": torch.ones(4, dtype=torch.bool)},
+        torch.zeros(4, dtype=torch.long),
+    )
+    features, logits = model(batch)
+    assert seen == [2], "the encoder saw rows of a missing modality"
+    assert torch.all(features["img"][~present] == 0) and logits.shape == (4, 3)
+
+
+def test_concat_slices_sum_to_the_fused_logits() -> None:
+    model = MultimodalModel(_task(), ModelConfig(width=8)).eval()
+    batch = MultimodalBatch(
+        {"img": torch.randn(4, 1, 12, 12), "vec": torch.randn(4, 5)},
+        {m: torch.ones(4, dtype=torch.bool) for m in ("img", "vec")},
+        torch.zeros(4, dtype=torch.long),
+    )
+    with torch.no_grad():
+        features, logits = model(batch)
+        parts = model.modality_logits(features, batch.present)
+    torch.testing.assert_close(parts["img"] + parts["vec"], logits)
+
+
+def test_unknown_encoder_modality_in_config_is_named() -> None:
+    with pytest.raises(ValueError, match=r"model.encoders names unknown modalities \['audio'\]"):
+        MultimodalModel(_task(), ModelConfig(encoders={"audio": {"name": "cnn"}}))
+
+
+# ---- engine options that pass through to Fabric and torch --------------------------------
+
+
+def _quick(tmp_path: Path, *overrides: str):
+    return unipair.train(load_config(None, [
+        "dataset.name=handwritten", "train.epochs=2", "logging.progress=none",
+        f"out={tmp_path}", "fabric.accelerator=cpu", *overrides,
+    ]))  # fmt: skip
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path) -> None:
+    result = _quick(tmp_path, "fabric.precision=bf16-mixed", "method.name=ogm_ge")
+    assert result.summary["precision"] == "bf16-mixed" and result.test["acc"] > 0.9
+
+
+def test_tensorboard_logging_and_gradient_clipping(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    result = _quick(tmp_path, "logging.tensorboard=true", "optim.grad_clip=0.5",
+                    "optim.schedule=cosine", "optim.warmup_epochs=1")  # fmt: skip
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
+    assert result.test["acc"] > 0.9
+
+
+@pytest.mark.gpu
+def test_training_on_gpu_in_bf16(tmp_path: Path) -> None:
+    result = unipair.train(load_config(None, [
+        "dataset.name=handwritten", "train.epochs=2", "logging.progress=none",
+        f"out={tmp_path}", "fabric.accelerator=gpu", "fabric.precision=bf16-mixed",
+    ]))  # fmt: skip
+    assert result.summary["device"].startswith("cuda") and result.test["acc"] > 0.9
