@@ -118,9 +118,13 @@ def _quick(tmp_path: Path, *overrides: str):
     ]))  # fmt: skip
 
 
-def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path) -> None:
-    result = _quick(tmp_path, "fabric.precision=bf16-mixed", "method.name=ogm_ge")
-    assert result.summary["precision"] == "bf16-mixed" and result.test["acc"] > 0.9
+@pytest.mark.parametrize(
+    ("precision", "method"),
+    [("bf16-mixed", "ogm_ge"), ("bf16-true", "joint"), ("bf16-true", "mla")],
+)
+def test_bfloat16_precisions_train_on_cpu(tmp_path: Path, precision: str, method: str) -> None:
+    result = _quick(tmp_path, f"fabric.precision={precision}", f"method.name={method}")
+    assert result.summary["precision"] == precision and result.test["acc"] > 0.9
 
 
 def test_tensorboard_logging_and_gradient_clipping(tmp_path: Path) -> None:

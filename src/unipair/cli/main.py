@@ -240,14 +240,14 @@ def _describe(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parse_options(items: list[str] | None) -> dict[str, Any]:
-    import yaml
+    from unipair.engine.config import yaml_load
 
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise ValueError(f"--option {item!r}: expected key=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        out[k.strip()] = yaml_load(v)
     return out
 
 

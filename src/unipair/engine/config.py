@@ -5,6 +5,7 @@ Errors name the key and the file: ``run.yaml: optim.lr: Input should be greater 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -29,7 +30,35 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "load_config",
+    "yaml_load",
 ]
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 scalars: only true/false are booleans (``hgm: off`` stays a string) and
+    ``1e-3`` is a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] not in (_BOOL, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^[-+]?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+)$"
+        r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -174,7 +203,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.01")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         _set_dotted(data, key.strip(), value)
@@ -193,12 +222,12 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], str]:
                 p.name.removesuffix(".yaml") for p in presets.iterdir() if p.name.endswith(".yaml")
             )
             raise ConfigError(f"unknown preset {name!r}; available: {known}")
-        return yaml.safe_load(file.read_text()) or {}, f"preset:{name}"
+        return yaml_load(file.read_text()) or {}, f"preset:{name}"
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -96,6 +96,13 @@ def _loader(ds: MultimodalDataset, sampler: Any, workers: int, pin: bool) -> Dat
     )
 
 
+def _on_device(batch: MultimodalBatch, fabric: Fabric, non_blocking: bool = False):
+    """Move a batch to the device, in the precision's input dtype (``bf16-true`` etc.)."""
+    return fabric.strategy.precision.convert_input(
+        batch.to(fabric.device, non_blocking=non_blocking)
+    )
+
+
 def _identity(batch: MultimodalBatch) -> MultimodalBatch:
     return batch  # datasets return whole batches through __getitems__
 
@@ -114,7 +121,7 @@ def predict_split(
     kept: list[tuple[MultimodalBatch, Prediction]] = []
     with torch.no_grad(), fabric.autocast():
         for batch in loader:
-            batch = batch.to(fabric.device)
+            batch = _on_device(batch, fabric)
             if transform is not None:
                 batch = transform(batch)
             pred = method.predict(batch)
@@ -268,7 +275,7 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
         sums: dict[str, torch.Tensor] = {}
         batches = 0
         for i, batch in enumerate(train_loader):
-            batch = batch.to(fabric.device, non_blocking=pin)
+            batch = _on_device(batch, fabric, non_blocking=pin)
             logs = method.training_step(batch, step)
             step.global_step += 1
             batches += 1
@@ -288,8 +295,9 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
         row["time/train_s"] = round(epoch_train_time, 4)
         row["time/epoch_s"] = round(time.perf_counter() - t0, 4)
         history.append(row)
-        score = sign * val[cfg.train.monitor]
-        improved = best_value is None or (math.isfinite(score) and score > best_value)
+        # ties on the monitored metric go to the lower validation loss
+        score = [sign * val[cfg.train.monitor], -val["loss"]]
+        improved = best_value is None or (math.isfinite(score[0]) and score > best_value)
         if improved:
             best_value, best_epoch, bad_epochs = score, epoch, 0
         else:
