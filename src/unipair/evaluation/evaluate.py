@@ -6,6 +6,7 @@ zero-filling alone, so every method sees them as absent.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,6 @@ class LoadedRun:
     def _check_fingerprint(self) -> None:
         if not self.run.summary.is_file():
             return
-        import json
-
         expected = json.loads(self.run.summary.read_text()).get("dataset_fingerprint")
         if expected and expected != self.data.fingerprint:
             raise ValueError(

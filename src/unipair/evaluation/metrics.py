@@ -25,8 +25,7 @@ class MultimodalMetrics(nn.Module):
         """``sync=False`` for a split evaluated by one process alone (the test split)."""
         super().__init__()
         self.num_classes = num_classes
-        kw = {"sync_on_compute": sync}
-        self._kw = kw
+        self._kw = kw = {"sync_on_compute": sync}
         self.acc = MulticlassAccuracy(num_classes, average="micro", **kw)
         self.f1 = MulticlassF1Score(num_classes, average="macro", **kw)
         self.loss = MeanMetric(**kw)
