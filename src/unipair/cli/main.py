@@ -157,6 +157,9 @@ def compare(
     ] = None,
     set_: SetOpt = None,
     jobs: Annotated[int | None, typer.Option(help="runs trained in parallel processes")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads per run [CPU cores // jobs]")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs for every run")] = None,
     out: Annotated[str, typer.Option(help="output folder (runs, results, report)")] = "compare",
     unimodal: Annotated[
@@ -180,6 +183,7 @@ def compare(
         config=config,
         overrides=set_ or [],
         jobs=jobs,
+        threads=threads,
         epochs=epochs,
         out=out,
         unimodal=unimodal,

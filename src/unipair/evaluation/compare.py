@@ -133,11 +133,14 @@ def run_compare(
     jobs: int = 1,
     rates: Sequence[float] = DEFAULT_RATES,
     on_done: Callable[[dict[str, Any] | None, RunSpec, str | None], None] | None = None,
+    threads: int | None = None,
 ) -> CompareResult:
-    """Run every spec (``jobs`` at a time, each in its own process) and aggregate."""
+    """Run every spec (``jobs`` at a time, each in its own process) and aggregate.
+
+    Each run uses ``threads`` torch threads (default: CPU cores // jobs)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
     results: list[dict[str, Any]] = []
     failures: list[tuple[str, int, str]] = []
 

@@ -36,7 +36,10 @@ class CompareOptions(StrictModel):
     )
     unimodal: bool = Field(True, description="train each modality alone as the reference")
     missing_rates: list[float] = Field(default_factory=lambda: list(DEFAULT_RATES))
-    jobs: int = Field(1, ge=1)
+    jobs: int = Field(1, ge=1, description="runs trained at once, each in its own process")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads per run (default: CPU cores // jobs)"
+    )
 
     @field_validator("methods")
     @classmethod
@@ -76,6 +79,7 @@ def run_compare_command(
     overrides: list[str],
     jobs: int | None,
     epochs: int | None,
+    threads: int | None = None,
     out: str,
     unimodal: bool | None,
     command: str = "",
@@ -89,7 +93,13 @@ def run_compare_command(
         config,
         overrides,
         base,
-        {"methods": methods, "seeds": seeds, "jobs": jobs, "unimodal": unimodal},
+        {
+            "methods": methods,
+            "seeds": seeds,
+            "jobs": jobs,
+            "unimodal": unimodal,
+            "threads": threads,
+        },
     )
     # the dataset is loaded once here: it validates early and names the modalities
     from unipair.engine.trainer import load_data
@@ -116,7 +126,7 @@ def run_compare_command(
             f"✓ {tag}: test acc {result['summary']['test']['acc']:.4f} ({how})", highlight=False
         )
 
-    result = run_compare(specs, out, opts.jobs, opts.missing_rates, on_done)
+    result = run_compare(specs, out, opts.jobs, opts.missing_rates, on_done, opts.threads)
     if not result.runs:
         console.print("[red]no run finished[/]")
         return result
