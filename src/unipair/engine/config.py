@@ -245,6 +245,7 @@ def load_config(
     source = "config"
     if path is not None:
         data, source = read_yaml(path)
+        data.pop("compare", None)  # read by `unipair compare` only
     for key, value in (base or {}).items():
         _set_dotted(data, key, value)
     overrides = list(overrides)

@@ -211,7 +211,9 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
         name = cfg.name or default_run_name(cfg.dataset.name, cfg.method.name, cfg.train.seed)
         path = Path(cfg.out) / fabric.broadcast(name, src=0)
     run = RunDir(path)
-    if resume is None and run.path.exists() and any(run.path.iterdir()):
+    # rank 0 looks before anyone writes, and every rank acts on its answer
+    taken = fabric.broadcast(run.path.exists() and any(run.path.iterdir()), src=0)
+    if resume is None and taken:
         hint = "it is finished" if run.is_finished() else f"resume it with --resume {run.path}"
         raise FileExistsError(f"run directory {run.path} already exists ({hint})")
     if fabric.is_global_zero:

@@ -2,6 +2,7 @@
 
 from unipair.methods import joint, ogm_ge, unimodal  # noqa: F401  (registration)
 from unipair.methods import mla as mla  # registration
+from unipair.methods import pgm as pgm  # registration
 from unipair.methods.base import Method, MethodHparams, ParamGroup, Prediction, TrainStep
 from unipair.methods.registry import (
     create,

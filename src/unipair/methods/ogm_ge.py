@@ -22,13 +22,15 @@ parameter (``params: all``) of the encoder, so MLP encoders are modulated too.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
+from unipair.config_base import StrictModel
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import TaskSpec
 from unipair.methods.base import TrainStep
@@ -36,10 +38,19 @@ from unipair.methods.joint import Joint, JointHparams
 from unipair.methods.registry import register_method
 from unipair.models.multimodal import ModelConfig
 
-__all__ = ["OGMGE", "OGMGEHparams", "modulation_coefficients"]
+__all__ = [
+    "OGMGE",
+    "OGMGEHparams",
+    "OGMOptions",
+    "confidence_scores",
+    "modulate_gradients",
+    "modulation_coefficients",
+]
 
 
-class OGMGEHparams(JointHparams):
+class OGMOptions(StrictModel):
+    """OGM-GE's modulation options, shared by ``ogm_ge`` and ``pgm`` with ``base: ogm_ge``."""
+
     alpha: float = Field(0.5, ge=0.0, description="modulation strength")
     coefficient: Literal["shifted", "reference"] = Field(
         "shifted", description="1 - tanh(alpha*(rho-1)) (shifted) or 1 - tanh(alpha*rho)"
@@ -54,6 +65,13 @@ class OGMGEHparams(JointHparams):
     start_epoch: int = Field(0, ge=0, description="first epoch with modulation")
     end_epoch: int | None = Field(None, ge=0, description="last epoch with modulation (None: all)")
 
+    def active(self, epoch: int) -> bool:
+        return self.start_epoch <= epoch and (self.end_epoch is None or epoch <= self.end_epoch)
+
+
+class OGMGEHparams(OGMOptions, JointHparams):
+    """Joint training's hyperparameters plus the modulation options."""
+
 
 def modulation_coefficients(scores: Tensor, alpha: float, coefficient: str = "shifted") -> Tensor:
     """k_m for confidence scores s_m [M]: 1 - tanh(alpha * (rho_m - 1)) where rho_m > 1."""
@@ -64,6 +82,46 @@ def modulation_coefficients(scores: Tensor, alpha: float, coefficient: str = "sh
     return torch.where(
         rho > 1.0, 1.0 - torch.tanh(alpha * excess.clamp_min(0.0)), torch.ones_like(rho)
     )
+
+
+def confidence_scores(
+    logits: Mapping[str, Tensor], batch: MultimodalBatch, modalities: Sequence[str]
+) -> Tensor:
+    """s_m: sum over present samples of the softmax probability of the true class, [M]."""
+    scores = []
+    for m in modalities:
+        prob = F.softmax(logits[m].detach().float(), dim=-1)
+        p_true = prob.gather(1, batch.labels[:, None]).squeeze(1)
+        scores.append((p_true * batch.present[m].float()).sum())
+    return torch.stack(scores)
+
+
+@torch.no_grad()
+def modulate_gradients(
+    encoders: Mapping[str, nn.Module], coeffs: Tensor, opts: OGMOptions, step: TrainStep
+) -> None:
+    """Scale each encoder's gradients by k_m and add GE noise N(0, std(grad)).
+
+    The noise comes from a generator seeded by (run seed, global step), so every DDP replica
+    draws the same noise and a resumed run draws what the uninterrupted one would have.
+    """
+    gen: torch.Generator | None = None
+    for m, k in zip(encoders, coeffs.tolist(), strict=True):
+        add_noise = opts.noise and (opts.noise_on == "all" or k < 1.0)
+        for p in encoders[m].parameters():
+            if p.grad is None or (opts.params == "weights" and p.dim() < 2):
+                continue
+            if add_noise and p.grad.numel() > 1:
+                if gen is None:
+                    gen = torch.Generator(p.grad.device)
+                    gen.manual_seed(step.seed * 1_000_003 + step.global_step)
+                std = float(p.grad.float().std()) + 1e-8
+                noise = torch.randn(
+                    p.grad.shape, generator=gen, device=p.grad.device, dtype=p.grad.dtype
+                )
+                p.grad.mul_(k).add_(noise, alpha=std)
+            elif not math.isclose(k, 1.0):
+                p.grad.mul_(k)
 
 
 @register_method("ogm_ge")
@@ -81,56 +139,22 @@ class OGMGE(Joint):
     def on_train_epoch_start(self, epoch: int) -> None:
         self._epoch = epoch
 
-    def _active(self) -> bool:
-        hp = self.hparams
-        return hp.start_epoch <= self._epoch and (
-            hp.end_epoch is None or self._epoch <= hp.end_epoch
-        )
-
     def training_step(self, batch: MultimodalBatch, step: TrainStep) -> dict[str, Tensor]:
         step.zero_grad()
         features, logits = step.forward(batch)
         loss = self.loss(logits, batch.labels)
         step.backward(loss)
         logs = {"loss": loss.detach()}
-        if len(self.modalities) > 1 and self._active():
+        if len(self.modalities) > 1 and self.hparams.active(self._epoch):
             with torch.no_grad():
-                per_mod = self.model.modality_logits(
-                    {m: f.detach() for m, f in features.items()}, batch.present
+                slices = self.model.modality_logits(
+                    {m: f.detach() for m, f in features.items()}, batch.masks()
                 )
-                scores = torch.stack([self._score(per_mod[m], batch, m) for m in self.modalities])
-                scores = step.all_reduce_mean(scores)
-                coeffs = modulation_coefficients(
-                    scores, self.hparams.alpha, self.hparams.coefficient
-                )
-                self._modulate(coeffs, step)
+                scores = step.all_reduce_mean(confidence_scores(slices, batch, self.modalities))
+                hp = self.hparams
+                coeffs = modulation_coefficients(scores, hp.alpha, hp.coefficient)
+            modulate_gradients(self.model.encoders, coeffs, hp, step)
             for m, k in zip(self.modalities, coeffs, strict=True):
                 logs[f"coeff/{m}"] = k.detach()
         step.step()
         return logs
-
-    @staticmethod
-    def _score(logits: Tensor, batch: MultimodalBatch, m: str) -> Tensor:
-        """Sum over present samples of the softmax probability of the true class."""
-        p = F.softmax(logits.float(), dim=-1).gather(1, batch.labels[:, None]).squeeze(1)
-        return (p * batch.present[m].float()).sum()
-
-    def _modulate(self, coeffs: Tensor, step: TrainStep) -> None:
-        hp = self.hparams
-        gen: torch.Generator | None = None
-        for m, k in zip(self.modalities, coeffs.tolist(), strict=True):
-            add_noise = hp.noise and (hp.noise_on == "all" or k < 1.0)
-            for p in self.model.encoders[m].parameters():
-                if p.grad is None or (hp.params == "weights" and p.dim() < 2):
-                    continue
-                if add_noise and p.grad.numel() > 1:
-                    if gen is None:  # same noise on every replica and on resume
-                        gen = torch.Generator(p.grad.device)
-                        gen.manual_seed(step.seed * 1_000_003 + step.global_step)
-                    std = float(p.grad.float().std()) + 1e-8
-                    noise = torch.randn(
-                        p.grad.shape, generator=gen, device=p.grad.device, dtype=p.grad.dtype
-                    )
-                    p.grad.mul_(k).add_(noise, alpha=std)
-                elif not math.isclose(k, 1.0):
-                    p.grad.mul_(k)

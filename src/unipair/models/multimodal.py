@@ -81,23 +81,63 @@ def build_encoders(
 
 
 def encode_present(
-    encoder: nn.Module, x: Tensor, present: Tensor, complete: bool | None = None
+    encoder: nn.Module,
+    x: Tensor,
+    present: Tensor,
+    complete: bool | None = None,
+    width: int | None = None,
+    sequence: bool | None = None,
 ) -> Tensor:
     """Encode only the rows where the modality is present; missing rows get zero features.
 
     Missing inputs are never run through the encoder, so they cannot leak into batch
-    statistics (BatchNorm) or be mistaken for data. ``complete`` (no row missing), when known,
-    saves a check.
+    statistics (BatchNorm) or be mistaken for data. Works for any module; ``complete`` (no row
+    missing) saves a check when known. ``width``/``sequence`` describe the output for a batch
+    with no present row (default: the encoder's ``out_dim``/``sequence_output``).
     """
     if complete if complete is not None else bool(present.all()):
         return encoder(x)
     rows = torch.nonzero(present).squeeze(1)
-    out_dim = encoder.out_dim
-    shape = (x.shape[0], x.shape[1], out_dim) if encoder.sequence_output else (x.shape[0], out_dim)
-    if rows.numel() == 0:
-        return x.new_zeros(shape)
+    if rows.numel() == 0:  # nothing reads these rows: a length-1 sequence is enough
+        width = width if width is not None else encoder.out_dim
+        seq = sequence if sequence is not None else getattr(encoder, "sequence_output", False)
+        return x.new_zeros((x.shape[0], 1, width) if seq else (x.shape[0], width))
     encoded = encoder(x[rows])
-    return encoded.new_zeros(shape).index_put((rows,), encoded)
+    return encoded.new_zeros((x.shape[0], *encoded.shape[1:])).index_put((rows,), encoded)
+
+
+def head_slices(
+    fusion: nn.Module,
+    head: nn.Module,
+    features: Mapping[str, Tensor],
+    present: Mapping[str, Tensor | None],
+    modalities: Sequence[str],
+) -> dict[str, Tensor]:
+    """Each modality's share of a fused head: its diagnostic prediction.
+
+    For concat fusion with a linear head this is the head's slice, W_m h_m + b / M, as
+    OGM-GE reports it (the slices sum to the fused logits). For other fusions it is the
+    fused head applied with only modality m present.
+    """
+    if isinstance(fusion, ConcatFusion) and isinstance(head, nn.Linear):
+        w = head.weight.split(fusion.width, dim=1)
+        share = head.bias / len(modalities)
+        return {m: features[m] @ w[i].t() + share for i, m in enumerate(modalities)}
+    out = {}
+    for m in modalities:
+        ref = features[m]
+        alone = {
+            n: (
+                torch.ones(ref.shape[0], dtype=torch.bool, device=ref.device)
+                if present[n] is None
+                else present[n]
+            )
+            if n == m
+            else torch.zeros(ref.shape[0], dtype=torch.bool, device=ref.device)
+            for n in modalities
+        }
+        out[m] = head(fusion(features, alone))
+    return out
 
 
 class MultimodalModel(nn.Module):
@@ -132,22 +172,7 @@ class MultimodalModel(nn.Module):
         return features, self.classify(features, batch.masks())
 
     def modality_logits(
-        self, features: dict[str, Tensor], present: dict[str, Tensor]
+        self, features: dict[str, Tensor], present: Mapping[str, Tensor | None]
     ) -> dict[str, Tensor]:
-        """Each modality's share of the fused head: its diagnostic prediction.
-
-        For concat fusion with a linear head this is the head's slice, W_m h_m + b / M, as
-        OGM-GE reports it (the slices sum to the fused logits). For other fusions it is the
-        fused head applied with only modality m present.
-        """
-        if isinstance(self.fusion, ConcatFusion) and isinstance(self.head, nn.Linear):
-            w = self.head.weight.split(self.fusion.width, dim=1)
-            share = self.head.bias / len(self.modalities)
-            return {m: features[m] @ w[i].t() + share for i, m in enumerate(self.modalities)}
-        out = {}
-        for m in self.modalities:
-            alone = {
-                n: present[n] if n == m else torch.zeros_like(present[n]) for n in self.modalities
-            }
-            out[m] = self.classify(features, alone)
-        return out
+        """Each modality's diagnostic prediction: see :func:`head_slices`."""
+        return head_slices(self.fusion, self.head, features, present, self.modalities)

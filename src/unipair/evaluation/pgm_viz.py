@@ -1,0 +1,211 @@
+"""Pictures of a finished PgM run: where its uni and paired parts lie, how large each part is,
+and how well each modality's uni head does next to the fused prediction.
+
+``visualize_pgm(run_dir)`` rebuilds the run's data and method from ``config.yaml``, loads
+``best.ckpt`` (the weights the test metrics come from) and writes three PNGs:
+
+* ``pgm_tsne.png``: per modality, a 2-D t-SNE of u_m and p_m on the test split, coloured by
+  class, marker by part (o: uni, x: paired); the t-SNEs share a budget of ``max_points`` points
+  so the whole call stays a few seconds.
+* ``pgm_partition.png``: uni / paired share per modality (the fixed rho for ``split``, the
+  learned mean gate for ``soft``, with rho marked).
+* ``pgm_accuracy.png``: each modality's uni-head accuracy, the paired head's and the fused one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["collect_pgm_outputs", "visualize_pgm"]
+
+
+def _load(run_dir: Path):
+    from unipair.engine.config import load_config
+    from unipair.evaluation.evaluate import LoadedRun
+
+    name = load_config(run_dir / "config.yaml").method.name
+    if name != "pgm":
+        raise ValueError(f"{run_dir} is a {name!r} run; visualize_pgm needs 'pgm'")
+    run = LoadedRun(run_dir)
+    return run.method, run.data, run.config
+
+
+@torch.no_grad()
+def collect_pgm_outputs(method, dataset, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Pooled u_m, p_m, gates and every head's logits over a dataset, as numpy arrays."""
+    from unipair.models.pgm import pool
+
+    chunks: dict[str, list[np.ndarray]] = {}
+
+    def keep(key: str, t: torch.Tensor) -> None:
+        t = t.detach().cpu()
+        chunks.setdefault(key, []).append((t.float() if t.is_floating_point() else t).numpy())
+
+    for start in range(0, len(dataset), batch_size):
+        rows = list(range(start, min(start + batch_size, len(dataset))))
+        batch = dataset.__getitems__(rows)
+        out = method.pgm(batch.inputs, batch.present)
+        keep("labels", batch.labels)
+        keep("logits", out.logits)
+        if out.paired_logits is not None:
+            keep("paired_logits", out.paired_logits)
+        for m in method.modalities:
+            keep(f"present/{m}", batch.present[m])
+            keep(f"u/{m}", pool(out.uni[m]))
+            keep(f"p/{m}", pool(out.paired[m]))
+            if m in out.uni_logits:
+                keep(f"uni_logits/{m}", out.uni_logits[m])
+        for m, s in method.pgm.uni_share(out).items():
+            keep(f"share/{m}", s)
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def _acc(logits: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None) -> float:
+    if rows is not None:
+        logits, labels = logits[rows], labels[rows]
+    return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+def visualize_pgm(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    max_points: int = 1000,
+    seed: int = 0,
+) -> list[Path]:
+    """Write the PgM figures of a finished run (default folder: ``run_dir/viz``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    run = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run / "viz"
+    out.mkdir(parents=True, exist_ok=True)
+    method, data, cfg = _load(run)
+    arrays = collect_pgm_outputs(method, data.test)
+    mods = list(method.modalities)
+    labels = arrays["labels"]
+    classes = data.spec.num_classes
+    rng = np.random.default_rng(seed)
+    paths: list[Path] = []
+
+    # 1. t-SNE of u_m and p_m per modality, on a shared point budget
+    per_mod = max(10, max_points // (2 * len(mods)))
+    cols = min(3, len(mods))
+    nrows = -(-len(mods) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.8 * nrows), squeeze=False)
+    cmap = plt.get_cmap("tab10" if classes <= 10 else "tab20")
+    for ax, m in zip(axes.flat, mods, strict=False):
+        rows = np.flatnonzero(arrays[f"present/{m}"])
+        rows = rng.choice(rows, size=min(per_mod, len(rows)), replace=False)
+        u, p = arrays[f"u/{m}"][rows], arrays[f"p/{m}"][rows]
+        pts = np.concatenate([u, p])
+        if len(pts) >= 5:
+            perplexity = float(min(30.0, (len(pts) - 1) / 3))
+            emb = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(pts)
+            n = len(rows)
+            for part, sl, marker in (("uni", slice(0, n), "o"), ("paired", slice(n, None), "x")):
+                ax.scatter(
+                    emb[sl, 0],
+                    emb[sl, 1],
+                    c=[cmap(int(c) % cmap.N) for c in labels[rows]],
+                    marker=marker,
+                    s=14,
+                    linewidths=0.8,
+                    alpha=0.8,
+                    label=part,
+                )
+        ax.set_title(f"{m}: u (o) and p (x)")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(mods) :]:
+        ax.axis("off")
+    fig.suptitle(
+        f"PgM partitions on the test split ({cfg.method.hparams.get('partition', 'split')})"
+    )
+    fig.tight_layout()
+    paths.append(_save(fig, out / "pgm_tsne.png"))
+
+    # 2. uni / paired share per modality
+    hp = method.hparams
+    share = {
+        m: float(arrays[f"share/{m}"][arrays[f"present/{m}"]].mean())
+        if f"share/{m}" in arrays
+        else float("nan")
+        for m in mods
+    }
+    fig, (ax, ax_dims) = plt.subplots(
+        1, 2, figsize=(1.2 * len(mods) + 7.5, 3.6), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    x = np.arange(len(mods))
+    uni = np.array([share[m] for m in mods])
+    if np.isnan(uni).all():  # no partitioner: u = p = h
+        ax.text(0.5, 0.5, "no partitioner: u = p = h", ha="center", transform=ax.transAxes)
+        uni = np.zeros(len(mods))
+    ax.bar(x, uni, color="tab:blue", label="uni-modal")
+    ax.bar(x, 1 - uni, bottom=uni, color="tab:orange", label="paired-modal")
+    rho = method.pgm.rho
+    ax.scatter(x, [rho[m] for m in mods], marker="_", s=400, color="k", label="rho (target)")
+    ax.set_xticks(x, mods)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of the feature")
+    title = "learned mean gate" if hp.partition == "soft" else f"partition: {hp.partition}"
+    ax.set_title(f"uni / paired share per modality ({title})")
+    ax.legend(loc="upper right", fontsize=8)
+    # the gate per feature dimension (sorted): a step for split, learned curves for soft
+    for m in mods:
+        part = method.pgm.partitioners[m]
+        if part.mode == "soft":
+            gate = torch.sigmoid(part.logits.detach()).cpu().numpy()
+        elif part.mode == "split":
+            gate = part.mask.cpu().numpy()
+        else:
+            continue
+        ax_dims.plot(np.linspace(0, 1, len(gate)), np.sort(gate)[::-1], label=m)
+    ax_dims.set_xlabel("feature dimension (sorted, fraction of d)")
+    ax_dims.set_ylabel("uni-modal gate")
+    ax_dims.set_ylim(-0.03, 1.03)
+    ax_dims.set_title("gate per dimension (static part)")
+    if ax_dims.lines:
+        ax_dims.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(_save(fig, out / "pgm_partition.png"))
+
+    # 3. uni-head accuracy per modality next to the paired and fused accuracy
+    names, values, colors = [], [], []
+    for m in mods:
+        if f"uni_logits/{m}" in arrays:
+            names.append(f"uni:{m}")
+            values.append(_acc(arrays[f"uni_logits/{m}"], labels, arrays[f"present/{m}"]))
+            colors.append("tab:blue")
+    if "paired_logits" in arrays:
+        names.append("paired")
+        values.append(_acc(arrays["paired_logits"], labels))
+        colors.append("tab:orange")
+    names.append("fused")
+    values.append(_acc(arrays["logits"], labels))
+    colors.append("tab:green")
+    fig, ax = plt.subplots(figsize=(0.9 * len(names) + 2.5, 3.6))
+    bars = ax.bar(np.arange(len(names)), values, color=colors)
+    for bar, v in zip(bars, values, strict=True):
+        ax.text(bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.3f}", ha="center", fontsize=8)
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("uni heads vs fused (test split, best checkpoint)")
+    fig.tight_layout()
+    paths.append(_save(fig, out / "pgm_accuracy.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
