@@ -24,7 +24,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/unipair compare --config configs/demo.yaml --out $(DEMO_OUT)
+	$(BIN)/unipair compare --config configs/handwritten.yaml --methods joint,ogm_ge,mla,pgm \
+		--seeds 0,1,2 --jobs 2 --out $(DEMO_OUT)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench scripts
