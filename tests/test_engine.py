@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,11 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path: Path) -> None:
         tmp.write_text("half")
         raise RuntimeError("crash")
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    with atomic_path(tmp_path / "new.txt") as tmp:
+        tmp.write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_yaml_scalars_follow_yaml_1_2() -> None:
