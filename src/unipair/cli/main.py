@@ -198,7 +198,7 @@ def compare(
 @friendly
 def viz(
     run_dir: Annotated[Path, typer.Argument(help="a finished PgM run directory")],
-    out: Annotated[Path | None, typer.Option(help="folder for the PNGs [RUN_DIR/figures]")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for the PNGs [RUN_DIR/viz]")] = None,
 ) -> None:
     """Partition figures of a PgM run: t-SNE of uni/paired features, shares, uni-head accuracy."""
     from unipair.evaluation.pgm_viz import visualize_pgm
