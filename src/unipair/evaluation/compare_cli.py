@@ -160,4 +160,4 @@ def _pgm_figures(result: CompareResult, out: Path) -> dict[str, Path]:
     from unipair.evaluation.pgm_viz import visualize_pgm
 
     paths = visualize_pgm(runs[0]["run_dir"], out / "pgm")
-    return {f"pgm_{Path(p).stem}": Path(p) for p in paths}
+    return {Path(p).stem: Path(p) for p in paths}

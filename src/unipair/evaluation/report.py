@@ -209,6 +209,11 @@ def write_report(
         "growing fraction of test samples.",
         "contributions": "Modality contributions: accuracy lost without the modality, and "
         "Shapley values when there are at most five modalities.",
+        "pgm_tsne": "PgM (first seed): t-SNE of each modality's uni-modal (o) and paired-modal "
+        "(x) features on the test split, coloured by class.",
+        "pgm_partition": "PgM: uni-modal vs paired-modal share of each modality.",
+        "pgm_accuracy": "PgM: each modality's uni-head accuracy beside the paired head and the "
+        "fused prediction.",
     }
     parts = [
         f"<h1>unipair compare: {html.escape(str(context.get('dataset', '')))}</h1>",
