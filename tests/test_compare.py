@@ -195,3 +195,26 @@ def test_report_renders_in_headless_chromium(compared, tmp_path: Path) -> None:
         capture_output=True, timeout=120, check=True,
     )  # fmt: skip
     assert shot.stat().st_size > 50_000
+
+
+def test_variants_layer_over_method_hyperparameters() -> None:
+    from unipair.engine.config import ConfigError
+    from unipair.evaluation.compare_cli import CompareOptions
+
+    opts = CompareOptions.model_validate({
+        "methods": ["pgm", "pgm-no-uni"],
+        "hparams": {"pgm": {"lambda_rec": 0.1}},
+        "variants": {"pgm-no-uni": {"method": "pgm", "hparams": {"uni_learner": False}}},
+    })  # fmt: skip
+    assert opts.runs() == [
+        ("pgm", "pgm", {"lambda_rec": 0.1}),
+        ("pgm-no-uni", "pgm", {"lambda_rec": 0.1, "uni_learner": False}),
+    ]
+    for bad, message in [
+        ({"methods": ["pgn"]}, "unknown method 'pgn'"),
+        ({"methods": ["joint"], "hparams": {"jiont": {}}}, "hparams names unknown methods"),
+        ({"methods": ["x"], "variants": {"x": {"method": "nope"}}}, "unknown method 'nope'"),
+        ({"methods": ["joint"], "variants": {"joint": {"method": "mla"}}}, "not the name"),
+    ]:
+        with pytest.raises((ValueError, ConfigError), match=message):
+            CompareOptions.model_validate(bad)

@@ -45,22 +45,16 @@ class RunSpec:
 
 def plan_runs(
     base: RunConfig,
-    methods: Sequence[str],
+    runs: Sequence[tuple[str, str, dict[str, Any]]],
     seeds: Sequence[int],
     out: str | Path,
-    hparams: dict[str, dict[str, Any]] | None = None,
     unimodal: bool = True,
     modalities: Sequence[str] = (),
 ) -> list[RunSpec]:
-    """The configs of every run; ``hparams`` gives per-method hyperparameters."""
-    hparams = hparams or {}
-    unknown = sorted(set(hparams) - set(methods) - {"unimodal"})
-    if unknown:
-        raise ValueError(f"hyperparameters given for methods not compared: {unknown}")
+    """The config of every run: ``runs`` lists (label, method, hyperparameters); with
+    ``unimodal`` each modality is also trained alone, under the label ``unimodal:<m>``."""
     runs_root = Path(out) / "runs"
-    jobs: list[tuple[str, str, dict[str, Any]]] = [
-        (m, m, dict(hparams.get(m, {}))) for m in methods
-    ]
+    jobs = list(runs)
     if unimodal:
         jobs += [(f"unimodal:{mod}", "unimodal", {"modality": mod}) for mod in modalities]
     specs = []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from rich.console import Console
 
 from unipair.config_base import StrictModel
@@ -26,6 +27,23 @@ from unipair.methods.registry import METHODS
 __all__ = ["CompareOptions", "run_compare_command"]
 
 
+class Variant(StrictModel):
+    """A named configuration of a method, e.g. an ablation: ``{method: pgm, hparams: {...}}``.
+
+    Its hyperparameters are laid over ``hparams[method]``, so a variant names only what differs.
+    """
+
+    method: str
+    hparams: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(METHODS.unknown_message(v))
+        return v
+
+
 class CompareOptions(StrictModel):
     """The optional ``compare:`` section of a config file (command-line flags win)."""
 
@@ -34,6 +52,9 @@ class CompareOptions(StrictModel):
     hparams: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-method hyperparameters, e.g. {mla: {alpha: 1}}"
     )
+    variants: dict[str, Variant] = Field(
+        default_factory=dict, description="named method configurations to list in methods"
+    )
     unimodal: bool = Field(True, description="train each modality alone as the reference")
     missing_rates: list[float] = Field(default_factory=lambda: list(DEFAULT_RATES))
     jobs: int = Field(1, ge=1, description="runs trained at once, each in its own process")
@@ -41,15 +62,36 @@ class CompareOptions(StrictModel):
         None, ge=1, description="torch threads per run (default: CPU cores // jobs)"
     )
 
-    @field_validator("methods")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        for m in v:
-            if m not in METHODS:
-                raise ValueError(METHODS.unknown_message(m))
-        if not v:
+    @model_validator(mode="after")
+    def _known(self) -> CompareOptions:
+        if not self.methods:
             raise ValueError("name at least one method")
-        return v
+        for label in self.variants:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", label) or label in METHODS:
+                raise ValueError(
+                    f"variant name {label!r}: use letters, digits, '_', '.', '-', and not the "
+                    "name of a method"
+                )
+        for m in self.methods:
+            if m not in METHODS and m not in self.variants:
+                raise ValueError(METHODS.unknown_message(m) + " (or a name under variants)")
+        unknown = sorted(set(self.hparams) - set(METHODS.names()))
+        if unknown:
+            raise ValueError(f"hparams names unknown methods {unknown}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods repeat: {self.methods}")
+        return self
+
+    def runs(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(label, method, hyperparameters) for every entry of ``methods``."""
+        out = []
+        for label in self.methods:
+            if label in self.variants:
+                v = self.variants[label]
+                out.append((label, v.method, {**self.hparams.get(v.method, {}), **v.hparams}))
+            else:
+                out.append((label, label, dict(self.hparams.get(label, {}))))
+        return out
 
 
 def _load(config: str | None, overrides: list[str], base: dict[str, Any], flags: dict[str, Any]):
@@ -106,7 +148,7 @@ def run_compare_command(
 
     data = load_data(cfg)
     modalities = data.spec.names
-    specs = plan_runs(cfg, opts.methods, opts.seeds, out, opts.hparams, opts.unimodal, modalities)
+    specs = plan_runs(cfg, opts.runs(), opts.seeds, out, opts.unimodal, modalities)
     console.print(
         f"[bold]compare[/] {cfg.dataset.name}: {len(specs)} runs "
         f"({', '.join(opts.methods)}{' + unimodal references' if opts.unimodal else ''}"
@@ -131,7 +173,7 @@ def run_compare_command(
         console.print("[red]no run finished[/]")
         return result
     figures = write_figures(result.table, result.runs, modalities, Path(out) / "figures")
-    if "pgm" in opts.methods:
+    if any(method == "pgm" for _, method, _ in opts.runs()):
         figures.update(_pgm_figures(result, Path(out) / "figures"))
     paths = write_report(
         Path(out),
