@@ -32,11 +32,9 @@ from torch import Tensor, nn
 
 from unipair.config_base import StrictModel
 from unipair.data.batch import MultimodalBatch
-from unipair.data.dataset import TaskSpec
 from unipair.methods.base import TrainStep
 from unipair.methods.joint import Joint, JointHparams
 from unipair.methods.registry import register_method
-from unipair.models.multimodal import ModelConfig
 
 __all__ = [
     "OGMGE",
@@ -132,20 +130,13 @@ class OGMGE(Joint):
     Hparams = OGMGEHparams
     hparams: OGMGEHparams
 
-    def __init__(self, task: TaskSpec, model: ModelConfig, hparams: OGMGEHparams) -> None:
-        super().__init__(task, model, hparams)
-        self._epoch = 0
-
-    def on_train_epoch_start(self, epoch: int) -> None:
-        self._epoch = epoch
-
     def training_step(self, batch: MultimodalBatch, step: TrainStep) -> dict[str, Tensor]:
         step.zero_grad()
         features, logits = step.forward(batch)
         loss = self.loss(logits, batch.labels)
         step.backward(loss)
         logs = {"loss": loss.detach()}
-        if len(self.modalities) > 1 and self.hparams.active(self._epoch):
+        if len(self.modalities) > 1 and self.hparams.active(step.epoch):
             with torch.no_grad():
                 slices = self.model.modality_logits(
                     {m: f.detach() for m, f in features.items()}, batch.masks()

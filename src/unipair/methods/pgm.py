@@ -68,13 +68,9 @@ class PgM(Method):
         self.pgm = PgMAdapter(
             base.encoders, widths, task.num_classes, hparams, fusion=base.fusion, head=base.head
         )
-        self._epoch = 0
 
     def parameter_groups(self) -> list[ParamGroup]:
         return self.pgm.parameter_groups()
-
-    def on_train_epoch_start(self, epoch: int) -> None:
-        self._epoch = epoch
 
     def forward(self, batch: MultimodalBatch) -> PgMOutputs:
         return self.pgm(batch.inputs, batch.present)
@@ -88,7 +84,7 @@ class PgM(Method):
         if (
             self.hparams.base == "ogm_ge"
             and len(self.modalities) > 1
-            and self.hparams.ogm.active(self._epoch)
+            and self.hparams.ogm.active(step.epoch)
         ):
             with torch.no_grad():
                 coeffs = self._coefficients(out, batch, step)
