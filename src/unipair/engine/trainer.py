@@ -275,18 +275,18 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
         step.epoch = epoch
         reporter.start_epoch(epoch, epochs, len(sampler))
         sums: dict[str, torch.Tensor] = {}
-        batches = 0
+        counts: dict[str, int] = {}  # a method may log a key in some batches only
         for i, batch in enumerate(train_loader):
             batch = _on_device(batch, fabric, non_blocking=pin)
             logs = method.training_step(batch, step)
             step.global_step += 1
-            batches += 1
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float()
+                counts[k] = counts.get(k, 0) + 1
             reporter.advance(float(logs["loss"]) if "loss" in logs and i % 10 == 0 else None)
         row: dict[str, Any] = {"epoch": epoch}
         for k, v in sums.items():
-            row[f"train/{k}"] = float(fabric.all_reduce(v / batches, reduce_op="mean"))
+            row[f"train/{k}"] = float(fabric.all_reduce(v / counts[k], reduce_op="mean"))
         for g in optimizer.param_groups:
             row[f"lr/{g['name']}"] = g["lr"]
         scheduler.step()
