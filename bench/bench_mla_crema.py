@@ -16,7 +16,9 @@ faults: glibc serves every block over 32 MB (most activations here) with a fresh
 returns it on free, so every step zero-fills its activations again. ``--allocator jemalloc``
 preloads jemalloc with page purging off (``MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1``),
 which reuses those pages; it is a property of the runtime, not of the method, and is reported
-apart from the targets.
+apart from the targets. Measured alternatives for MLA fp32 (2026-11-22): glibc with mmap off
+(``MALLOC_MMAP_MAX_=0``, large trim threshold) runs 2.34 samples/s but peaks at 8.15 GB
+(fragmentation); PyTorch's ``THP_MEM_ALLOC_ENABLE=1`` is slower (1.86 samples/s, more sys time).
 
 Reference point (the public MLA code, same shapes and encoders, batch 64, this CPU, one
 thread): 1.1 samples/s and 9.4 GB peak RSS in fp32.
