@@ -76,11 +76,6 @@ class TaskSpec:
             "num_classes": self.num_classes,
         }
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TaskSpec:
-        mods = tuple(ModalitySpec(n, tuple(s)) for n, s in d["modalities"].items())
-        return cls(mods, int(d["num_classes"]))
-
 
 class MultimodalDataset(Dataset[Sample]):
     """Base class: subclasses implement ``fetch(indices) -> MultimodalBatch`` and ``__len__``."""

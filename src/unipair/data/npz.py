@@ -18,8 +18,6 @@ from unipair.data.dataset import SPLITS, MultimodalData
 
 __all__ = ["NpzFormatError", "load_npz"]
 
-RESERVED = ("label", "split")
-
 
 class NpzFormatError(ValueError):
     """The file does not follow the documented npz layout; the message says where."""

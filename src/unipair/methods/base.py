@@ -10,7 +10,7 @@ method's ``forward`` through the distributed wrapper, so gradients synchronise u
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -155,6 +155,3 @@ class Method(nn.Module):
     def modalities(self) -> list[str]:
         """The modalities this method reads and reports on."""
         return self.task.names
-
-    def named_trainable(self) -> Iterator[tuple[str, nn.Parameter]]:
-        return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
