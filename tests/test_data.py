@@ -12,6 +12,7 @@ from unipair import datasets
 from unipair.data.handwritten import VIEWS, read_handwritten_csvs
 from unipair.data.npz import NpzFormatError
 from unipair.data.synthetic import load_synthetic
+from unipair.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_standardisation_statistics_come_from_train_only(handwritten) -> None:
 def test_unknown_dataset_and_option_are_named() -> None:
     with pytest.raises(KeyError, match=r"handwriten.*Did you mean 'handwritten'"):
         datasets.create("handwriten")
-    with pytest.raises(TypeError, match=r"no option.*'colour'"):
+    with pytest.raises(ConfigError, match=r"no option.*'colour'"):
         datasets.create("handwritten", colour=1)
 
 

@@ -16,6 +16,7 @@ import unipair
 from unipair.engine.config import ConfigError, load_config
 from unipair.engine.optim import build_scheduler
 from unipair.engine.run_dir import RunDir
+from unipair.errors import RunDirError
 from unipair.io import atomic_path
 
 FAST = ["logging.progress=none", "fabric.accelerator=cpu"]
@@ -133,7 +134,7 @@ def test_early_stopping_stops_on_validation(tmp_path: Path) -> None:
 
 def test_existing_run_directory_is_not_overwritten(tmp_path: Path) -> None:
     unipair.train(_cfg(tmp_path, "train.epochs=1", "name=same"))
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(RunDirError, match="already exists"):
         unipair.train(_cfg(tmp_path, "train.epochs=1", "name=same"))
 
 

@@ -11,6 +11,7 @@ import unipair
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import ModalitySpec, TaskSpec
 from unipair.engine.config import load_config
+from unipair.errors import ConfigError
 from unipair.models.encoders import create_encoder, default_encoder, list_encoders
 from unipair.models.fusion import FUSIONS, create_fusion
 from unipair.models.multimodal import ModelConfig, MultimodalModel
@@ -30,7 +31,7 @@ def test_default_encoder_follows_the_input_shape(shape, expected) -> None:
 
 def test_registry_lists_encoders_and_rejects_bad_options() -> None:
     assert set(list_encoders()) >= {"mlp", "cnn", "resnet18", "transformer"}
-    with pytest.raises(TypeError, match="encoder 'mlp'"):
+    with pytest.raises(ConfigError, match="encoder 'mlp'"):
         create_encoder("mlp", (4,), 8, depth=3)
     with pytest.raises(KeyError, match="unknown encoder 'vit'"):
         create_encoder("vit", (3, 32, 32), 8)

@@ -15,6 +15,7 @@ from unipair import methods
 from unipair.data.synthetic import load_synthetic
 from unipair.engine.config import ConfigError, OptimConfig, load_config
 from unipair.engine.optim import build_optimizer, check_parameter_groups
+from unipair.errors import RunDirError
 from unipair.models.pgm import ModalPartitioner, PairedLearner
 from unipair.pgm import PgMAdapter, PgMConfig
 
@@ -423,5 +424,5 @@ def test_visualize_pgm_rejects_other_methods(tmp_path: Path) -> None:
     from unipair.evaluation.pgm_viz import visualize_pgm
 
     (tmp_path / "config.yaml").write_text("method: {name: joint}\n")
-    with pytest.raises(ValueError, match="needs 'pgm'"):
+    with pytest.raises(RunDirError, match="needs 'pgm'"):
         visualize_pgm(tmp_path)

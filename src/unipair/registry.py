@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from unipair.errors import UnknownNameError
+
 T = TypeVar("T")
 
 __all__ = ["Registry"]
@@ -31,7 +33,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(self.unknown_message(name)) from None
+            raise UnknownNameError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
         known = ", ".join(sorted(self._entries)) or "(none)"

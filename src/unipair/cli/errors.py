@@ -1,5 +1,5 @@
-"""User mistakes become one clear line on stderr and exit code 2, not a traceback.
-
+"""User mistakes (:class:`unipair.errors.UnipairError`, pydantic validation errors) become one
+clear line on stderr and exit code 2; every other exception is a bug and keeps its traceback.
 Set ``UNIPAIR_DEBUG=1`` to see the traceback anyway.
 """
 
@@ -16,17 +16,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from unipair.engine.config import ConfigError
+from unipair.errors import UnipairError
 
-USER_ERRORS = (
-    ConfigError,
-    ValidationError,
-    FileNotFoundError,
-    FileExistsError,
-    KeyError,
-    ValueError,
-    TypeError,
-)
+#: a user's mistake; any other exception is a bug and keeps its traceback
+USER_ERRORS = (UnipairError, ValidationError)
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,7 +31,7 @@ def user_errors() -> Iterator[None]:
     except USER_ERRORS as e:
         if os.environ.get("UNIPAIR_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        msg = str(e)
         err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
         sys.exit(2)
 

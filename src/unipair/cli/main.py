@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from unipair.cli.errors import friendly
+from unipair.errors import ConfigError
 
 app = typer.Typer(
     help="unipair: multimodal learning that trains every modality, not just the dominant one.",
@@ -123,7 +124,7 @@ def eval_(
     from unipair.evaluation.evaluate import evaluate
 
     if not 0.0 <= missing_rate <= 1.0:
-        raise ValueError(f"--missing-rate must be within [0, 1], got {missing_rate}")
+        raise ConfigError(f"--missing-rate must be within [0, 1], got {missing_rate}")
     metrics = evaluate(run_dir, split, missing_rate, missing_modality, missing_seed)
     if as_json:
         print(json.dumps(metrics, indent=2))
@@ -140,7 +141,7 @@ def _csv_list(value: str | None, cast: Any) -> list[Any] | None:
     try:
         return [cast(v.strip()) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"expected a comma-separated list, got {value!r}") from None
+        raise ConfigError(f"expected a comma-separated list, got {value!r}") from None
 
 
 @app.command()
@@ -249,7 +250,7 @@ def _parse_options(items: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"--option {item!r}: expected key=value")
+            raise ConfigError(f"--option {item!r}: expected key=value")
         k, v = item.split("=", 1)
         out[k.strip()] = yaml_load(v)
     return out

@@ -23,6 +23,7 @@ from unipair.data.dataset import (
 )
 from unipair.data.splits import stratified_holdout, stratified_split
 from unipair.data.standardize import Standardizer
+from unipair.errors import DataFormatError
 
 __all__ = ["assemble"]
 
@@ -63,7 +64,7 @@ def assemble(
     _check_disjoint(idx)
     missing = [k for k in range(c) if not np.any(labels[idx["train"]] == k)]
     if missing:
-        raise ValueError(f"{name}: class(es) {missing} have no training sample")
+        raise DataFormatError(f"{name}: class(es) {missing} have no training sample")
 
     full = TensorMultimodalDataset(
         {m: torch.as_tensor(np.asarray(x)).float() for m, x in inputs.items()},

@@ -20,6 +20,8 @@ import torch
 from scipy.signal import resample_poly
 from torch import Tensor
 
+from unipair.errors import ConfigError, DataFormatError, DataNotFoundError
+
 __all__ = ["LogMel", "hz_to_mel", "mel_filterbank", "mel_to_hz", "read_wav"]
 
 MEL_SCALES = ("htk", "slaney")
@@ -35,18 +37,18 @@ def read_wav(path: str | Path, target_rate: int = 8000, data: bytes | None = Non
     """
     path = Path(path)
     if data is None and not path.is_file():
-        raise FileNotFoundError(f"audio file {path} does not exist")
+        raise DataNotFoundError(f"audio file {path} does not exist")
     try:
         wave, rate = sf.read(
             io.BytesIO(data) if data is not None else path, dtype="float32", always_2d=True
         )
     except (RuntimeError, TypeError, ValueError, EOFError) as e:  # LibsndfileError: RuntimeError
-        raise ValueError(f"cannot read audio file {path}: {e}") from None
+        raise DataFormatError(f"cannot read audio file {path}: {e}") from None
     if wave.shape[0] == 0:
-        raise ValueError(f"audio file {path} holds no samples")
+        raise DataFormatError(f"audio file {path} holds no samples")
     mono = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
     if not np.all(np.isfinite(mono)):
-        raise ValueError(f"audio file {path} contains NaN or infinite samples")
+        raise DataFormatError(f"audio file {path} contains NaN or infinite samples")
     if rate != target_rate:
         g = math.gcd(int(rate), int(target_rate))
         mono = resample_poly(mono, target_rate // g, int(rate) // g)
@@ -62,7 +64,7 @@ def hz_to_mel(f: np.ndarray | float, scale: str = "htk") -> np.ndarray:
         lin = f / (200.0 / 3.0)
         logstep = math.log(6.4) / 27.0
         return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / logstep, lin)
-    raise ValueError(f"unknown mel scale {scale!r}; expected one of {list(MEL_SCALES)}")
+    raise ConfigError(f"unknown mel scale {scale!r}; expected one of {list(MEL_SCALES)}")
 
 
 def mel_to_hz(m: np.ndarray | float, scale: str = "htk") -> np.ndarray:
@@ -73,7 +75,7 @@ def mel_to_hz(m: np.ndarray | float, scale: str = "htk") -> np.ndarray:
     if scale == "slaney":
         logstep = math.log(6.4) / 27.0
         return np.where(m >= 15.0, 1000.0 * np.exp(logstep * (m - 15.0)), m * (200.0 / 3.0))
-    raise ValueError(f"unknown mel scale {scale!r}; expected one of {list(MEL_SCALES)}")
+    raise ConfigError(f"unknown mel scale {scale!r}; expected one of {list(MEL_SCALES)}")
 
 
 def mel_filterbank(
@@ -94,9 +96,9 @@ def mel_filterbank(
     nyquist = sample_rate / 2.0
     fmax = nyquist if fmax is None else float(fmax)
     if not 0.0 <= fmin < fmax <= nyquist:
-        raise ValueError(f"need 0 <= fmin < fmax <= {nyquist} Hz, got fmin={fmin}, fmax={fmax}")
+        raise ConfigError(f"need 0 <= fmin < fmax <= {nyquist} Hz, got fmin={fmin}, fmax={fmax}")
     if n_mels < 1 or n_freqs < 2:
-        raise ValueError(f"need n_mels >= 1 and n_freqs >= 2, got {n_mels} and {n_freqs}")
+        raise ConfigError(f"need n_mels >= 1 and n_freqs >= 2, got {n_mels} and {n_freqs}")
     freqs = np.linspace(0.0, nyquist, n_freqs)
     edges = mel_to_hz(
         np.linspace(hz_to_mel(fmin, scale), hz_to_mel(fmax, scale), n_mels + 2), scale
@@ -107,7 +109,7 @@ def mel_filterbank(
     fb = np.clip(np.minimum(rising, falling), 0.0, None)
     empty = np.flatnonzero(fb.max(axis=1) <= 0.0)
     if empty.size:
-        raise ValueError(
+        raise ConfigError(
             f"mel filter(s) {empty.tolist()} cover no FFT bin: {n_mels} mels are too many for "
             f"{n_freqs} frequency bins between {fmin} and {fmax} Hz"
         )
@@ -135,7 +137,7 @@ class LogMel:
         mel_scale: str = "htk",
     ) -> None:
         if n_fft < 2 or hop_length < 1 or frames < 1 or eps <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"need n_fft >= 2, hop_length >= 1, frames >= 1, eps > 0; got {n_fft}, "
                 f"{hop_length}, {frames}, {eps}"
             )

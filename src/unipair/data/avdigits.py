@@ -35,6 +35,7 @@ from unipair.data.assemble import assemble
 from unipair.data.audio import LogMel, read_wav
 from unipair.data.dataset import MultimodalData, fingerprint
 from unipair.data.idx import read_idx
+from unipair.errors import ConfigError, DataFormatError, DataNotFoundError
 from unipair.io import atomic_path
 
 __all__ = [
@@ -85,13 +86,13 @@ def _root(given: str | Path | None, env: str, what: str, layout: str) -> Path:
     if given is None:
         value = os.environ.get(env)
         if not value:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"no {what} root: pass it or set ${env} to a folder of {layout}"
             )
         given = value
     root = Path(given).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{what} root {root} is not a directory; expected {layout}")
+        raise DataNotFoundError(f"{what} root {root} is not a directory; expected {layout}")
     return root
 
 
@@ -103,10 +104,10 @@ def _fsdd_files(root: Path) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndar
             continue
         m = FSDD_PATTERN.match(p.name)
         if m is None:
-            raise ValueError(f"{p}: file name does not match {FSDD_LAYOUT}")
+            raise DataFormatError(f"{p}: file name does not match {FSDD_LAYOUT}")
         found.append((int(m[1]), m[2], int(m[3]), p))
     if not found:
-        raise FileNotFoundError(f"no recordings in {root}; expected {FSDD_LAYOUT}")
+        raise DataNotFoundError(f"no recordings in {root}; expected {FSDD_LAYOUT}")
     found.sort(key=lambda r: r[:3])
     label = np.array([r[0] for r in found], dtype=np.int64)
     speaker = np.array([r[1] for r in found], dtype=str)
@@ -120,7 +121,7 @@ def _mnist_files(root: Path) -> tuple[Path, Path]:
         options = [root / f"{stem}.gz", root / stem]
         hit = next((p for p in options if p.is_file()), None)
         if hit is None:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"missing {options[0]} (or {options[1]}); expected {MNIST_LAYOUT}"
             )
         out.append(hit)
@@ -131,13 +132,13 @@ def _read_mnist(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.nd
     images = read_idx(images_path, ndim=3, dtype="u1")
     labels = read_idx(labels_path, ndim=1, dtype="u1").astype(np.int64)
     if images.shape[1:] != (28, 28):
-        raise ValueError(f"{images_path}: expected 28x28 images, found {images.shape[1:]}")
+        raise DataFormatError(f"{images_path}: expected 28x28 images, found {images.shape[1:]}")
     if len(images) != len(labels):
-        raise ValueError(
+        raise DataFormatError(
             f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
         )
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise ValueError(f"{labels_path}: labels outside 0..9")
+        raise DataFormatError(f"{labels_path}: labels outside 0..9")
     return images, labels
 
 
@@ -149,7 +150,7 @@ def _pair(label: np.ndarray, mnist_labels: np.ndarray, seed: int) -> np.ndarray:
         rows = np.flatnonzero(label == d)
         pool = rng.permutation(np.flatnonzero(mnist_labels == d))
         if len(pool) < len(rows):
-            raise ValueError(
+            raise DataFormatError(
                 f"digit {d}: {len(rows)} recordings but only {len(pool)} MNIST images to pair"
             )
         out[rows] = pool[: len(rows)]
@@ -267,7 +268,7 @@ def _speakers(value: Sequence[str] | str | None, what: str, known: list[str]) ->
     names = (value,) if isinstance(value, str) else tuple(value or ())
     unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"{what}: unknown speaker(s) {unknown}; the recordings have {known}")
+        raise ConfigError(f"{what}: unknown speaker(s) {unknown}; the recordings have {known}")
     return names
 
 
@@ -294,9 +295,9 @@ def load_avdigits(
     the val set is those speakers' recordings and ``val_fraction`` is not used.
     """
     if split not in ("fsdd", "speaker"):
-        raise ValueError(f"unknown split {split!r}; expected 'fsdd' or 'speaker'")
+        raise ConfigError(f"unknown split {split!r}; expected 'fsdd' or 'speaker'")
     if split == "fsdd" and (test_speakers is not None or val_speakers is not None):
-        raise ValueError("test_speakers / val_speakers only apply to split='speaker'")
+        raise ConfigError("test_speakers / val_speakers only apply to split='speaker'")
     a = read_avdigits(fsdd_root, mnist_root, n_mels, frames, pair_seed, cache_dir)
     known = sorted(set(a.speaker.tolist()))
     rows = np.arange(len(a.label))
@@ -310,7 +311,7 @@ def load_avdigits(
         tests = _speakers(chosen, "test_speakers", known)
         vals = _speakers(val_speakers, "val_speakers", known)
         if not tests or set(tests) & set(vals) or len(set(tests) | set(vals)) >= len(known):
-            raise ValueError(
+            raise ConfigError(
                 f"test_speakers {list(tests)} must be non-empty, disjoint from val_speakers "
                 f"{list(vals)}, and together leave at least one of {known} for training"
             )
@@ -326,7 +327,7 @@ def load_avdigits(
                 "recordings (speaker-dependent)"
             )
     if not len(idx["test"]) or not len(idx["train"]):
-        raise ValueError(f"split {split!r} leaves an empty train or test set")
+        raise ConfigError(f"split {split!r} leaves an empty train or test set")
 
     inputs = {
         "audio": a.audio,

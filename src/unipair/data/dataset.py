@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from unipair.data.batch import MultimodalBatch, Sample
+from unipair.errors import DataFormatError, UnknownNameError
 
 __all__ = [
     "LazyMultimodalDataset",
@@ -53,9 +54,9 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if len(self.modalities) < 1:
-            raise ValueError("a task needs at least one modality")
+            raise DataFormatError("a task needs at least one modality")
         if self.num_classes < 2:
-            raise ValueError(f"a task needs at least 2 classes, got {self.num_classes}")
+            raise DataFormatError(f"a task needs at least 2 classes, got {self.num_classes}")
 
     @property
     def names(self) -> list[str]:
@@ -65,7 +66,7 @@ class TaskSpec:
         for m in self.modalities:
             if m.name == name:
                 return m
-        raise KeyError(f"unknown modality {name!r}; this dataset has {self.names}")
+        raise UnknownNameError(f"unknown modality {name!r}; this dataset has {self.names}")
 
     def only(self, names: Sequence[str]) -> TaskSpec:
         return TaskSpec(tuple(self[n] for n in names), self.num_classes)
@@ -197,7 +198,7 @@ class MultimodalData:
 
     def split(self, name: str) -> MultimodalDataset:
         if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; expected one of {list(SPLITS)}")
+            raise UnknownNameError(f"unknown split {name!r}; expected one of {list(SPLITS)}")
         return getattr(self, name)
 
     def describe(self) -> dict[str, Any]:

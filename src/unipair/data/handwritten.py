@@ -15,6 +15,7 @@ import numpy as np
 
 from unipair.data.assemble import assemble
 from unipair.data.dataset import MultimodalData
+from unipair.errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = ["VIEWS", "load_handwritten", "read_handwritten_csvs"]
 
@@ -27,7 +28,7 @@ def read_handwritten_csvs(root: str | Path) -> tuple[dict[str, np.ndarray], np.n
     """Read ``mfeat-{view}.csv`` files: a header row of column indices, the label last."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"handwritten root {root} is not a directory; expected mfeat-pix.csv ... "
             "mfeat-mor.csv (header row of column indices, label in the last column)"
         )
@@ -35,13 +36,13 @@ def read_handwritten_csvs(root: str | Path) -> tuple[dict[str, np.ndarray], np.n
     for view, dim in VIEWS.items():
         path = root / f"mfeat-{view}.csv"
         if not path.is_file():
-            raise FileNotFoundError(f"missing {path}; expected one CSV per view: mfeat-<view>.csv")
+            raise DataNotFoundError(f"missing {path}; expected one CSV per view: mfeat-<view>.csv")
         table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
         if table.ndim != 2 or table.shape[1] != dim + 1:
-            raise ValueError(f"{path}: expected {dim} feature columns plus a label column")
+            raise DataFormatError(f"{path}: expected {dim} feature columns plus a label column")
         y = table[:, -1].astype(np.int64)
         if labels is not None and not np.array_equal(labels, y):
-            raise ValueError(f"{path}: labels are not row-aligned with the other views")
+            raise DataFormatError(f"{path}: labels are not row-aligned with the other views")
         views[view], labels = table[:, :-1].astype(np.float32), y
     assert labels is not None
     return views, labels
@@ -74,7 +75,7 @@ def load_handwritten(
     if views is not None:
         unknown = sorted(set(views) - set(VIEWS))
         if unknown or len(views) < 2:
-            raise ValueError(f"views must name at least two of {list(VIEWS)}; got {views}")
+            raise ConfigError(f"views must name at least two of {list(VIEWS)}; got {views}")
         data = {v: data[v] for v in views}
     return assemble(
         "handwritten",

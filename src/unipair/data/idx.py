@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unipair.errors import DataFormatError, DataNotFoundError
+
 __all__ = ["IdxFormatError", "read_idx"]
 
 #: IDX type code -> big-endian numpy dtype
@@ -28,7 +30,7 @@ IDX_DTYPES: dict[int, str] = {
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(DataFormatError):
     """The file is not valid IDX; the message names the file and what is wrong."""
 
 
@@ -42,7 +44,7 @@ def read_idx(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"IDX file {path} does not exist")
+        raise DataNotFoundError(f"IDX file {path} does not exist")
     raw = path.read_bytes()
     if raw[:2] == GZIP_MAGIC:
         try:

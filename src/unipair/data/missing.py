@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from unipair.errors import ConfigError
+
 __all__ = ["missing_masks", "resolve_rates"]
 
 
@@ -15,13 +17,13 @@ def resolve_rates(rate: float | Mapping[str, float], modalities: Sequence[str]) 
     if isinstance(rate, Mapping):
         unknown = sorted(set(rate) - set(modalities))
         if unknown:
-            raise ValueError(f"missing rate names unknown modalities {unknown}; have {modalities}")
+            raise ConfigError(f"missing rate names unknown modalities {unknown}; have {modalities}")
         rates = {m: float(rate.get(m, 0.0)) for m in modalities}
     else:
         rates = {m: float(rate) for m in modalities}
     for m, r in rates.items():
         if not 0.0 <= r <= 1.0:
-            raise ValueError(f"missing rate for {m!r} must be within [0, 1], got {r}")
+            raise ConfigError(f"missing rate for {m!r} must be within [0, 1], got {r}")
     return rates
 
 

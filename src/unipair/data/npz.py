@@ -15,11 +15,12 @@ import numpy as np
 
 from unipair.data.assemble import assemble
 from unipair.data.dataset import SPLITS, MultimodalData
+from unipair.errors import DataFormatError, DataNotFoundError
 
 __all__ = ["NpzFormatError", "load_npz"]
 
 
-class NpzFormatError(ValueError):
+class NpzFormatError(DataFormatError):
     """The file does not follow the documented npz layout; the message says where."""
 
 
@@ -62,7 +63,7 @@ def load_npz(
 
 def _read_and_validate(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{path}: no such file; expected an .npz with one array per modality and 'label'"
         )
     try:

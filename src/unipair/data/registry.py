@@ -13,6 +13,7 @@ from unipair.data.dataset import MultimodalData
 from unipair.data.handwritten import load_handwritten
 from unipair.data.npz import load_npz
 from unipair.data.synthetic import load_synthetic
+from unipair.errors import ConfigError, UnknownNameError
 from unipair.registry import Registry
 
 __all__ = ["DatasetEntry", "create", "dataset_options", "list_datasets", "register_dataset"]
@@ -65,7 +66,7 @@ def create(name: str, **options: Any) -> MultimodalData:
         _check_options(name, options)
         return load_npz(name, **options)
     if name not in DATASETS:
-        raise KeyError(DATASETS.unknown_message(name) + " (or give a path to an .npz file)")
+        raise UnknownNameError(DATASETS.unknown_message(name) + " (or give a path to an .npz file)")
     _check_options(name, options)
     return DATASETS.get(name).factory(**options)
 
@@ -74,4 +75,6 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
     allowed = dataset_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise TypeError(f"dataset {name!r} has no option(s) {unknown}; allowed: {sorted(allowed)}")
+        raise ConfigError(
+            f"dataset {name!r} has no option(s) {unknown}; allowed: {sorted(allowed)}"
+        )

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from unipair.data.dataset import TensorMultimodalDataset
+from unipair.errors import DataFormatError
 
 __all__ = ["Standardizer"]
 
@@ -30,7 +31,7 @@ class Standardizer:
         for m, x in train.inputs.items():
             rows = x[train.present[m]].double()
             if rows.shape[0] == 0:
-                raise ValueError(f"modality {m!r} has no present training sample to fit on")
+                raise DataFormatError(f"modality {m!r} has no present training sample to fit on")
             axis = _feature_axis(x.dim() - 1) + 1
             moved = rows.movedim(axis, -1).reshape(-1, rows.shape[axis])
             mean[m] = moved.mean(0).float()

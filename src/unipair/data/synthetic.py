@@ -28,6 +28,7 @@ from unipair.data.dataset import (
     fingerprint,
 )
 from unipair.data.splits import stratified_split
+from unipair.errors import ConfigError
 
 __all__ = ["load_synthetic"]
 
@@ -48,7 +49,7 @@ def _resolve_shapes(
         return {m: (16,) for m in names}
     shapes = list(shapes)
     if len(shapes) != len(names):
-        raise ValueError(f"synthetic: {len(shapes)} shapes given for {len(names)} modalities")
+        raise ConfigError(f"synthetic: {len(shapes)} shapes given for {len(names)} modalities")
     return {m: tuple(int(d) for d in s) for m, s in zip(names, shapes, strict=True)}
 
 
@@ -69,14 +70,14 @@ def load_synthetic(
     dims = _resolve_shapes(modalities, shapes)
     names = list(dims)
     if len(names) < 1:
-        raise ValueError("synthetic: need at least one modality")
+        raise ConfigError("synthetic: need at least one modality")
     if informativeness is None:
         info = {m: 2.0 / (1 + i) for i, m in enumerate(names)}
     elif isinstance(informativeness, Mapping):
         info = {m: float(informativeness[m]) for m in names}
     else:
         if len(informativeness) != len(names):
-            raise ValueError(f"synthetic: informativeness needs {len(names)} values")
+            raise ConfigError(f"synthetic: informativeness needs {len(names)} values")
         info = dict(zip(names, map(float, informativeness), strict=True))
 
     rng = torch.Generator().manual_seed(seed)

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from unipair.config_base import StrictModel
 from unipair.data.registry import DATASETS, dataset_options, is_npz_path
+from unipair.errors import ConfigError
 from unipair.methods.registry import METHODS, validate_hparams
 from unipair.models.multimodal import ModelConfig
 
@@ -59,10 +60,6 @@ _Loader.add_implicit_resolver(
 
 def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key and the source."""
 
 
 class DataConfig(StrictModel):

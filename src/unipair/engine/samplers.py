@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from unipair.errors import ConfigError
+
 __all__ = ["GlobalBatchSampler", "ShardBatchSampler"]
 
 
@@ -27,11 +29,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
         drop_last: bool = False,
     ) -> None:
         if batch_size < world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size {batch_size} is smaller than the number of processes {world_size}"
             )
         if n < world_size:
-            raise ValueError(f"{n} training samples cannot feed {world_size} processes")
+            raise ConfigError(f"{n} training samples cannot feed {world_size} processes")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0

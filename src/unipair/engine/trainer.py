@@ -35,6 +35,7 @@ from unipair.engine.optim import build_optimizer, build_scheduler, check_paramet
 from unipair.engine.progress import make_reporter
 from unipair.engine.run_dir import RunDir, RunResult, default_run_name, environment_info
 from unipair.engine.samplers import GlobalBatchSampler, ShardBatchSampler
+from unipair.errors import ConfigError, RunDirError
 from unipair.evaluation.metrics import MultimodalMetrics
 from unipair.io import write_text
 from unipair.methods import Method, Prediction, TrainStep
@@ -74,7 +75,7 @@ def load_data(cfg: RunConfig) -> MultimodalData:
     rate = cfg.dataset.train_missing_rate
     if rate and (not isinstance(rate, Mapping) or any(rate.values())):
         if not isinstance(data.train, TensorMultimodalDataset):
-            raise ValueError("dataset.train_missing_rate needs an in-memory dataset")
+            raise ConfigError("dataset.train_missing_rate needs an in-memory dataset")
         masks = missing_masks(len(data.train), data.spec.names, rate, seed=cfg.train.seed + 7919)
         data.train = data.train.with_missing(masks)
         data.info["train_missing_rate"] = rate
@@ -215,7 +216,7 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
     taken = fabric.broadcast(run.path.exists() and any(run.path.iterdir()), src=0)
     if resume is None and taken:
         hint = "it is finished" if run.is_finished() else f"resume it with --resume {run.path}"
-        raise FileExistsError(f"run directory {run.path} already exists ({hint})")
+        raise RunDirError(f"run directory {run.path} already exists ({hint})")
     if fabric.is_global_zero:
         run.path.mkdir(parents=True, exist_ok=True)
         write_text(run.config, cfg.to_yaml())
@@ -226,7 +227,7 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
     train_time = 0.0
     if resume is not None:
         if not run.last.is_file():
-            raise FileNotFoundError(f"cannot resume: {run.last} does not exist")
+            raise RunDirError(f"cannot resume: {run.last} does not exist")
         rest = fabric.load(run.last, {"method": method, "optimizer": optimizer})
         scheduler.load_state_dict(rest["scheduler"])
         start_epoch = rest["epoch"] + 1
@@ -240,7 +241,7 @@ def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:
         len(data.train), cfg.train.batch_size, cfg.train.seed, rank, world, cfg.train.drop_last
     )
     if len(sampler) == 0:
-        raise ValueError(
+        raise ConfigError(
             f"train split has {len(data.train)} samples: no batch of size "
             f"{cfg.train.batch_size} with drop_last={cfg.train.drop_last}"
         )

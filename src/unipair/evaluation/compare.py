@@ -22,6 +22,7 @@ import numpy as np
 
 from unipair.engine.config import RunConfig
 from unipair.engine.run_dir import RunDir
+from unipair.errors import RunDirError
 from unipair.evaluation.analysis import DEFAULT_RATES, analyze_run
 
 __all__ = ["CompareResult", "RunSpec", "aggregate", "plan_runs", "run_compare"]
@@ -97,7 +98,7 @@ def _execute(spec: RunSpec, threads: int, rates: Sequence[float]) -> dict[str, A
     summary = json.loads(run.summary.read_text())
     saved = load_config(run.config).model_dump(mode="json")
     if _comparable(saved) != _comparable(spec.config):
-        raise ValueError(
+        raise RunDirError(
             f"{run.path} was trained with a different configuration than this comparison; "
             "use another --out directory"
         )

@@ -20,6 +20,7 @@ from unipair.engine.config import load_config
 from unipair.engine.run_dir import RunDir
 from unipair.engine.samplers import ShardBatchSampler
 from unipair.engine.trainer import _loader, build_method, load_data, predict_split
+from unipair.errors import ConfigError, RunDirError, UnknownNameError
 from unipair.evaluation.metrics import MultimodalMetrics
 from unipair.methods import Method
 
@@ -32,9 +33,9 @@ class LoadedRun:
     def __init__(self, run_dir: str | Path, accelerator: str = "cpu") -> None:
         self.run = RunDir(run_dir)
         if not self.run.config.is_file():
-            raise FileNotFoundError(f"{self.run.path} is not a run directory (no config.yaml)")
+            raise RunDirError(f"{self.run.path} is not a run directory (no config.yaml)")
         if not self.run.best.is_file():
-            raise FileNotFoundError(f"{self.run.best} does not exist: the run has not finished")
+            raise RunDirError(f"{self.run.best} does not exist: the run has not finished")
         self.config = load_config(self.run.config)
         self.config.fabric.accelerator = accelerator
         self.fabric = Fabric(
@@ -52,7 +53,7 @@ class LoadedRun:
             return
         expected = json.loads(self.run.summary.read_text()).get("dataset_fingerprint")
         if expected and expected != self.data.fingerprint:
-            raise ValueError(
+            raise RunDirError(
                 f"{self.run.path}: the dataset differs from the one the run was trained on "
                 f"(fingerprint {self.data.fingerprint}, run recorded {expected})"
             )
@@ -69,14 +70,16 @@ class LoadedRun:
         names = self.data.spec.names
         if missing_modality is not None:
             if missing_modality not in names:
-                raise ValueError(f"unknown modality {missing_modality!r}; this run has {names}")
+                raise UnknownNameError(
+                    f"unknown modality {missing_modality!r}; this run has {names}"
+                )
             if isinstance(missing_rate, Mapping):
-                raise ValueError("give one missing rate together with --missing-modality")
+                raise ConfigError("give one missing rate together with --missing-modality")
             missing_rate = {missing_modality: float(missing_rate)}
         hides = missing_rate if isinstance(missing_rate, Mapping) else {"*": missing_rate}
         if any(r > 0 for r in hides.values()):
             if not isinstance(ds, TensorMultimodalDataset):
-                raise ValueError("missing-modality evaluation needs an in-memory dataset")
+                raise ConfigError("missing-modality evaluation needs an in-memory dataset")
             ds = ds.with_missing(missing_masks(len(ds), names, missing_rate, missing_seed))
         bs = batch_size or self.config.train.eval_batch_size
         loader = _loader(ds, ShardBatchSampler(len(ds), bs), 0, False)

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unipair.errors import RunDirError
+
 __all__ = ["collect_pgm_outputs", "visualize_pgm"]
 
 
@@ -28,7 +30,7 @@ def _load(run_dir: Path):
 
     name = load_config(run_dir / "config.yaml").method.name
     if name != "pgm":
-        raise ValueError(f"{run_dir} is a {name!r} run; visualize_pgm needs 'pgm'")
+        raise RunDirError(f"{run_dir} is a {name!r} run; visualize_pgm needs 'pgm'")
     run = LoadedRun(run_dir)
     return run.method, run.data, run.config
 

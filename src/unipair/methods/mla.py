@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import TaskSpec
+from unipair.errors import ConfigError
 from unipair.methods.base import Method, MethodHparams, ParamGroup, Prediction, TrainStep
 from unipair.methods.registry import register_method
 from unipair.models.heads import create_head
@@ -253,7 +254,7 @@ class MLA(Method):
         if hparams.fusion_weights is not None:
             given, have = set(hparams.fusion_weights), set(task.names)
             if given != have:
-                raise ValueError(
+                raise ConfigError(
                     f"method 'mla': fusion_weights must name exactly this dataset's modalities "
                     f"{task.names}; unknown {sorted(given - have)}, missing {sorted(have - given)}"
                 )

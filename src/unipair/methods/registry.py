@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from unipair.data.dataset import TaskSpec
+from unipair.errors import ConfigError
 from unipair.methods.base import Method, MethodHparams
 from unipair.models.multimodal import ModelConfig
 from unipair.registry import Registry
@@ -53,7 +54,7 @@ def validate_hparams(name: str, hparams: Mapping[str, Any] | None) -> MethodHpar
         return cls.Hparams.model_validate(dict(hparams or {}))
     except ValidationError as e:
         allowed = sorted(cls.Hparams.model_fields)
-        raise ValueError(format_validation_error(e, f"method {name!r}", allowed)) from None
+        raise ConfigError(format_validation_error(e, f"method {name!r}", allowed)) from None
 
 
 def describe_hparams(name: str) -> dict[str, tuple[str, Any, str]]:

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import TaskSpec
+from unipair.errors import ConfigError
 from unipair.methods.base import Method, MethodHparams, Prediction, TrainStep
 from unipair.methods.registry import register_method
 from unipair.models.multimodal import ModelConfig, MultimodalModel
@@ -36,7 +37,7 @@ class Unimodal(Method):
     def __init__(self, task: TaskSpec, model: ModelConfig, hparams: UnimodalHparams) -> None:
         modality = hparams.modality or task.names[0]
         if modality not in task.names:
-            raise ValueError(
+            raise ConfigError(
                 f"method 'unimodal': modality {modality!r} is not in this dataset; "
                 f"choose one of {task.names}"
             )

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from unipair.errors import ConfigError
 from unipair.models.resnet import ResNet18
 from unipair.registry import Registry
 
@@ -86,7 +87,7 @@ class CNNEncoder(Encoder):
     ) -> None:
         super().__init__()
         if len(input_shape) != 3:
-            raise ValueError(f"cnn encoder needs [C, H, W] inputs, got shape {list(input_shape)}")
+            raise ConfigError(f"cnn encoder needs [C, H, W] inputs, got shape {list(input_shape)}")
         layers: list[nn.Module] = []
         cin = input_shape[0]
         for cout in channels:
@@ -116,7 +117,7 @@ class ResNet18Encoder(Encoder):
     def __init__(self, input_shape: Sequence[int], width: int, channels_last: bool = True) -> None:
         super().__init__()
         if len(input_shape) not in (3, 4):
-            raise ValueError(
+            raise ConfigError(
                 f"resnet18 encoder needs [C, H, W] or [C, T, H, W] inputs, got {list(input_shape)}"
             )
         self.backbone = ResNet18(in_channels=input_shape[0])
@@ -163,9 +164,9 @@ class TransformerEncoder(Encoder):
     ) -> None:
         super().__init__()
         if len(input_shape) != 2:
-            raise ValueError(f"transformer encoder needs [L, D] inputs, got {list(input_shape)}")
+            raise ConfigError(f"transformer encoder needs [L, D] inputs, got {list(input_shape)}")
         if pool not in ("mean", "none"):
-            raise ValueError(f"transformer pool must be 'mean' or 'none', got {pool!r}")
+            raise ConfigError(f"transformer pool must be 'mean' or 'none', got {pool!r}")
         length, dim = input_shape
         self.embed = nn.Linear(dim, width)
         self.pos = nn.Parameter(torch.zeros(1, length, width))
@@ -210,7 +211,7 @@ def create_encoder(
     try:
         return factory(input_shape=tuple(input_shape), width=width, **options)
     except TypeError as e:
-        raise TypeError(f"encoder {name!r}: {e}") from None
+        raise ConfigError(f"encoder {name!r}: {e}") from None
 
 
 def list_encoders() -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from unipair.errors import ConfigError
 from unipair.registry import Registry
 
 __all__ = ["FUSIONS", "Fusion", "create_fusion"]
@@ -100,7 +101,7 @@ class FiLMFusion(Fusion):
         super().__init__(modalities, width)
         self.target = target or self.modalities[0]
         if self.target not in self.modalities:
-            raise ValueError(f"film target {self.target!r} is not one of {self.modalities}")
+            raise ConfigError(f"film target {self.target!r} is not one of {self.modalities}")
         self.film = nn.Linear(width, 2 * width)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from unipair.errors import UnknownNameError
+
 __all__ = ["create_head"]
 
 
@@ -20,4 +22,4 @@ def create_head(
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
-    raise ValueError(f"unknown head {kind!r}; expected 'linear' or 'mlp'")
+    raise UnknownNameError(f"unknown head {kind!r}; expected 'linear' or 'mlp'")

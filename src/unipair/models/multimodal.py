@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from unipair.config_base import StrictModel
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import TaskSpec
+from unipair.errors import ConfigError
 from unipair.models.encoders import create_encoder
 from unipair.models.fusion import FUSIONS, ConcatFusion, create_fusion
 from unipair.models.heads import create_head
@@ -63,7 +64,7 @@ def build_encoders(
     names = list(modalities) if modalities is not None else task.names
     unknown = sorted(set(config.encoders) - set(task.names) - {"*"})
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"model.encoders names unknown modalities {unknown}; this dataset has {task.names}"
         )
     fallback = config.encoders.get("*", EncoderConfig())

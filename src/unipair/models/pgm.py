@@ -25,6 +25,7 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from unipair.config_base import StrictModel
+from unipair.errors import ConfigError
 from unipair.methods.base import ParamGroup
 from unipair.models.multimodal import encode_present, head_slices
 
@@ -152,7 +153,7 @@ def resolve_rho(rho: float | Mapping[str, float], modalities: Sequence[str]) -> 
         return {m: float(rho) for m in modalities}
     unknown = sorted(set(rho) - set(modalities) - {"*"})
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"pgm rho: unknown modality {unknown[0]!r}; this model has {list(modalities)} "
             "(or '*' for the default)"
         )
@@ -166,7 +167,7 @@ def resolve_lr_mults(
     """'modality/part' and 'shared/part' -> multiplier, with a clear error on a bad key."""
     unknown = sorted(set(lr_mult) - set(modalities) - {"*", "shared"})
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"pgm lr_mult: unknown key {unknown[0]!r}; expected a modality of this model "
             f"{list(modalities)}, '*' (all modalities) or 'shared'"
         )
@@ -177,7 +178,7 @@ def resolve_lr_mults(
         if isinstance(entry, Mapping):
             bad = sorted(set(entry) - set(parts))
             if bad:
-                raise ValueError(f"pgm lr_mult: unknown part {bad[0]!r}; allowed: {list(parts)}")
+                raise ConfigError(f"pgm lr_mult: unknown part {bad[0]!r}; allowed: {list(parts)}")
             return {p: float(x) for p, x in entry.items()}
         return dict.fromkeys(parts, float(entry))
 
@@ -266,7 +267,7 @@ class UniLearner(nn.Module):
         self.sequence = sequence
         if sequence:
             if width % heads:
-                raise ValueError(f"uni_heads={heads} must divide the modality width {width}")
+                raise ConfigError(f"uni_heads={heads} must divide the modality width {width}")
             self.net: nn.Module = nn.TransformerEncoderLayer(
                 width, heads, 2 * width, dropout, batch_first=True, norm_first=True
             )
@@ -335,7 +336,7 @@ class PairedLearner(nn.Module):
     ) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"cross-attention heads={heads} must divide attn_dim {dim}")
+            raise ConfigError(f"cross-attention heads={heads} must divide attn_dim {dim}")
         self.modalities = list(modalities)
         self.dim, self.heads, self.mode = dim, heads, mode
         mods = self.modalities
