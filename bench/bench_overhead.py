@@ -28,8 +28,9 @@ import torch.nn.functional as F
 import unipair
 from unipair import datasets, methods
 from unipair.engine.config import load_config
+from unipair.engine.predict import make_loader
 from unipair.engine.samplers import GlobalBatchSampler
-from unipair.engine.trainer import _loader, make_fabric
+from unipair.engine.trainer import make_fabric
 
 OVERRIDES = [
     "optim.schedule=constant",
@@ -84,7 +85,7 @@ class Ours:
         module, opt = self.fabric.setup(self.method, opt)
         self.step = methods.TrainStep(module, opt, backward=self.fabric.backward)
         self.sampler = GlobalBatchSampler(len(data.train), cfg.train.batch_size, seed=0)
-        self.loader = _loader(data.train, self.sampler, 0, False)
+        self.loader = make_loader(data.train, self.sampler)
         self.epoch = 0
 
     def train_epoch(self) -> None:

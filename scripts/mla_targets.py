@@ -119,7 +119,7 @@ def fusion_modes(out: Path, dataset: str, tag: str, seeds: list[int]) -> str:
     """Re-evaluate each finished MLA run's best checkpoint with every fusion mode (no
     retraining; the epoch was chosen on validation with the run's own fusion)."""
     from unipair.engine.config import load_config
-    from unipair.engine.trainer import build_method, load_data
+    from unipair.engine.predict import build_method, load_data
 
     modes = ["entropy", "mean", "batch_entropy"]
     acc: dict[str, dict[str, list[float]]] = {m: {"val": [], "test": []} for m in modes}

@@ -41,6 +41,15 @@ def mnist_root(data_root: Path) -> Path:
     return data_root / "mnist"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Point dataset loaders that read local copies (avdigits) at the real test data, so the
+    conformance kit's dataset checks run on them too."""
+    root = Path(config.getoption("--data-root"))
+    for env, sub in (("UNIPAIR_FSDD_ROOT", "fsdd/recordings"), ("UNIPAIR_MNIST_ROOT", "mnist")):
+        if (root / sub).is_dir():
+            os.environ.setdefault(env, str(root / sub))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

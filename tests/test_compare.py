@@ -18,7 +18,7 @@ from unipair.engine.config import load_config
 from unipair.evaluation.compare import aggregate
 from unipair.evaluation.compare_cli import run_compare_command
 from unipair.evaluation.contributions import leave_one_out, shapley_values
-from unipair.evaluation.evaluate import load_run
+from unipair.evaluation.evaluate import LoadedRun
 
 # ---- Shapley values against the permutation definition -------------------------------------
 
@@ -68,7 +68,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_missing_rate_evaluation_marks_absent_through_present(small_run: Path) -> None:
-    run = load_run(small_run)
+    run = LoadedRun(small_run)
     seen = []
     original = run.method.predict
 

@@ -186,4 +186,4 @@ def test_yaml_scalars_follow_yaml_1_2() -> None:
         "a": "off", "b": "yes", "c": True, "d": 0.001, "e": 12, "f": 0.5,
     }  # fmt: skip
     cfg = load_config(None, ["optim.lr=2e-3", "method.name=mla", "method.hparams.hgm=off"])
-    assert cfg.optim.lr == 0.002 and cfg.method.hparams["hgm"] == "off"
+    assert cfg.optim.lr == 0.002 and cfg.method.hparams.hgm == "off"

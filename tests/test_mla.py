@@ -16,7 +16,7 @@ from unipair.data.batch import MultimodalBatch
 from unipair.data.missing import missing_masks
 from unipair.data.synthetic import load_synthetic
 from unipair.engine.config import ConfigError, load_config
-from unipair.engine.trainer import build_method, load_data
+from unipair.engine.predict import build_method, load_data
 from unipair.methods.mla import (
     MLA,
     fuse_logits,
@@ -130,13 +130,17 @@ def test_mlp_head_projects_its_first_layer(data) -> None:
 
 
 def test_reset_projector_each_epoch(data) -> None:
+    def start_epoch(m) -> None:
+        step = methods.TrainStep.local(m, torch.optim.SGD(m.parameters(), lr=0.1))
+        m.on_train_epoch_start(step, methods.EpochData(m, probe=list))
+
     method = _mla(data, reset_projector=True)
     method.update_projector(torch.ones(8))
-    method.on_train_epoch_start(1)
+    start_epoch(method)
     assert torch.equal(method.projector, torch.eye(9, dtype=torch.float64))
     kept = _mla(data)
     kept.update_projector(torch.ones(8))
-    kept.on_train_epoch_start(1)
+    start_epoch(kept)
     assert not torch.equal(kept.projector, torch.eye(9, dtype=torch.float64))
 
 
@@ -192,13 +196,14 @@ class _Recorder(methods.TrainStep):
     """TrainStep that records which modality each forward visited and fakes the all-reduce."""
 
     def __init__(self, method, optimizer, global_count: float | None = None) -> None:
-        fake = None
+        fake, world = None, 1
         if global_count is not None:
+            world = 2
 
-            def fake(t: torch.Tensor) -> torch.Tensor:  # other replicas hold present rows
-                return torch.full_like(t, global_count) if t.dim() == 0 else t
+            def fake(t: torch.Tensor) -> torch.Tensor:  # the other replica holds present rows
+                return torch.full_like(t, global_count / world) if t.dim() == 0 else t
 
-        super().__init__(method, optimizer, all_reduce=fake)
+        super().__init__(method, optimizer, all_reduce=fake, world_size=world)
         self.visits: list[str] = []
 
     def forward(self, *args, **kwargs):
@@ -439,7 +444,7 @@ def test_fixed_weights_are_validated_against_the_dataset(data) -> None:
     ok.eval()
     with torch.no_grad():
         pred = ok.predict(_batch(data, 8))
-    torch.testing.assert_close(pred.extras[f"fusion_weight/{a}"], torch.full((8,), 0.75))
+    torch.testing.assert_close(pred.per_sample[f"fusion_weight/{a}"], torch.full((8,), 0.75))
     torch.testing.assert_close(
         pred.logits, 0.75 * pred.modality_logits[a] + 0.25 * pred.modality_logits[b]
     )
@@ -453,7 +458,7 @@ def test_predict_reports_per_sample_weights(data) -> None:
     batch = batch.with_missing(masks)
     with torch.no_grad():
         pred = method.predict(batch)
-    w = torch.stack([pred.extras[f"fusion_weight/{m}"] for m in data.spec.names], -1)
+    w = torch.stack([pred.per_sample[f"fusion_weight/{m}"] for m in data.spec.names], -1)
     assert w.shape == (12, 2)
     torch.testing.assert_close(w.sum(-1), torch.ones(12))
     for i, m in enumerate(data.spec.names):
@@ -524,7 +529,7 @@ def test_train_handwritten_with_missing_modalities(tmp_path) -> None:
     with torch.no_grad():
         full, part = method.predict(batch), method.predict(partial)
     for m in names:
-        w = part.extras[f"fusion_weight/{m}"]
+        w = part.per_sample[f"fusion_weight/{m}"]
         assert torch.all(w[hidden[m]] == 0)
     acc_full = float((full.logits.argmax(-1) == batch.labels).float().mean())
     acc_part = float((part.logits.argmax(-1) == batch.labels).float().mean())

@@ -337,7 +337,7 @@ def test_ablation_switches_train(data3, switch) -> None:
     if switch.get("uni_learner") is False:
         assert not any(k.startswith("uni/") for k in logs)
     if switch.get("paired_learner") is False:
-        assert "paired" not in logs and "paired_logits" not in pred.extras
+        assert "paired" not in logs and "paired_logits" not in pred.arrays
     if switch.get("decoder") is False:
         assert not any(k.startswith("rec/") for k in logs)
 
@@ -351,9 +351,9 @@ def test_prediction_reports_uni_heads(data3) -> None:
         out = method(b)
     for m in data3.spec.names:
         torch.testing.assert_close(pred.modality_logits[m], out.uni_logits[m])
-    assert pred.extras["uni_share/m1"].shape == (32,)
-    assert pred.extras["uni_share/m1"][0].item() == pytest.approx(0.75)
-    assert pred.extras["paired_logits"].shape == (32, data3.spec.num_classes)
+    assert pred.per_sample["uni_share/m1"].shape == (32,)
+    assert pred.per_sample["uni_share/m1"][0].item() == pytest.approx(0.75)
+    assert pred.arrays["paired_logits"].shape == (32, data3.spec.num_classes)
 
 
 @pytest.mark.parametrize("scores", ["uni", "task"])
@@ -396,15 +396,6 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ],
     )
     return unipair.train(cfg).run_dir
-
-
-def test_handwritten_epoch_is_fast(tiny_run: Path) -> None:
-    import csv
-
-    rows = list(csv.DictReader((tiny_run / "metrics.csv").open()))
-    key = "time/train_s" if "time/train_s" in rows[0] else "time_s"
-    # 6 modalities, 30 ordered pairs, 22 batches; ~0.4-0.8 s here, generous for a shared CPU
-    assert min(float(r[key]) for r in rows) < 2.0
 
 
 def test_visualize_pgm_writes_figures(tiny_run: Path, tmp_path: Path) -> None:

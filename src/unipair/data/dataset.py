@@ -18,15 +18,17 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from unipair.data.batch import MultimodalBatch, Sample
-from unipair.errors import DataFormatError, UnknownNameError
+from unipair.errors import DataFormatError, RunDirError, UnknownNameError
 
 __all__ = [
     "LazyMultimodalDataset",
     "ModalitySpec",
     "MultimodalData",
     "MultimodalDataset",
+    "RowSubset",
     "TaskSpec",
     "TensorMultimodalDataset",
+    "WithheldSplit",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -111,6 +113,29 @@ class MultimodalDataset(Dataset[Sample]):
     def class_counts(self, num_classes: int) -> list[int]:
         return torch.bincount(self.labels, minlength=num_classes).tolist()
 
+    def subset(self, rows: Tensor | np.ndarray) -> MultimodalDataset:
+        """The selected rows as a dataset (a view that fetches through this one)."""
+        return RowSubset(self, torch.as_tensor(rows, dtype=torch.long))
+
+    def eval_view(self) -> MultimodalDataset:
+        """The same rows without random augmentation (what evaluation and probes read)."""
+        return self
+
+
+class RowSubset(MultimodalDataset):
+    """Some rows of another dataset, fetched through it."""
+
+    def __init__(self, base: MultimodalDataset, rows: Tensor) -> None:
+        self.base, self.rows = base, rows
+        self.labels = base.labels[rows]
+        self.present = {m: p[rows] for m, p in base.present.items()}
+
+    def fetch(self, indices: Tensor) -> MultimodalBatch:
+        return self.base.fetch(self.rows[indices])
+
+    def eval_view(self) -> MultimodalDataset:
+        return RowSubset(self.base.eval_view(), self.rows)
+
 
 class TensorMultimodalDataset(MultimodalDataset):
     """All modalities held in memory as tensors [N, ...]."""
@@ -141,7 +166,7 @@ class TensorMultimodalDataset(MultimodalDataset):
             index=self.index[indices],
         )
 
-    def subset(self, rows: Tensor | np.ndarray) -> TensorMultimodalDataset:
+    def subset(self, rows: Tensor | np.ndarray) -> TensorMultimodalDataset:  # type: ignore[override]
         rows = torch.as_tensor(rows, dtype=torch.long)
         b = self.fetch(rows)
         return TensorMultimodalDataset(b.inputs, b.labels, b.present, b.index)
@@ -183,6 +208,22 @@ class LazyMultimodalDataset(MultimodalDataset):
         )
 
 
+class WithheldSplit(MultimodalDataset):
+    """Stands in for a test split that a tuning run must not read: every access is an error."""
+
+    def _refuse(self) -> Any:
+        raise RunDirError("the test split is withheld in this run (train.test: false)")
+
+    labels = property(_refuse)  # type: ignore[assignment]
+    present = property(_refuse)  # type: ignore[assignment]
+
+    def fetch(self, indices: Tensor) -> MultimodalBatch:
+        return self._refuse()
+
+    def __len__(self) -> int:
+        return self._refuse()
+
+
 @dataclass
 class MultimodalData:
     """A dataset's three splits plus what is needed to reproduce and describe them."""
@@ -195,6 +236,10 @@ class MultimodalData:
     seed: int
     fingerprint: str
     info: dict[str, Any] = field(default_factory=dict)
+
+    def withhold_test(self) -> None:
+        """Make the test split unreachable (tuning runs): any access is an error."""
+        self.test = WithheldSplit()
 
     def split(self, name: str) -> MultimodalDataset:
         if name not in SPLITS:

@@ -2,6 +2,7 @@
 
 from unipair.engine.config import RunConfig, load_config
 from unipair.engine.run_dir import RunResult
+from unipair.engine.state import TrainState
 from unipair.engine.trainer import train
 
-__all__ = ["RunConfig", "RunResult", "load_config", "train"]
+__all__ = ["RunConfig", "RunResult", "TrainState", "load_config", "train"]

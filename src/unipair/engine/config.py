@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from unipair.config_base import StrictModel
 from unipair.data.registry import DATASETS, dataset_options, is_npz_path
 from unipair.errors import ConfigError
+from unipair.methods.base import MethodHparams
 from unipair.methods.registry import METHODS, validate_hparams
 from unipair.models.multimodal import ModelConfig
 
@@ -30,7 +31,10 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
+    "format_errors",
     "load_config",
+    "read_yaml",
+    "set_dotted",
     "yaml_load",
 ]
 
@@ -83,15 +87,28 @@ class DataConfig(StrictModel):
 
 
 class MethodConfig(StrictModel):
-    name: str = "joint"
-    hparams: dict[str, Any] = Field(default_factory=dict)
+    """The method and its typed hyperparameters: validated once, every default recorded."""
 
-    @model_validator(mode="after")
-    def _known(self) -> MethodConfig:
-        if self.name not in METHODS:
-            raise ValueError(METHODS.unknown_message(self.name))
-        validate_hparams(self.name, self.hparams)
-        return self
+    name: str = "joint"
+    hparams: SerializeAsAny[MethodHparams] = Field(default_factory=MethodHparams)
+    aux: dict[str, str] = Field(
+        default_factory=dict,
+        description="finished run directory for each auxiliary run the method declares",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = {"name": v}
+        if not isinstance(v, Mapping):
+            return v
+        v = dict(v)
+        name = v.get("name", "joint")
+        if name not in METHODS:
+            raise ValueError(METHODS.unknown_message(name))
+        v["hparams"] = validate_hparams(name, v.get("hparams"))
+        return v
 
 
 class OptimConfig(StrictModel):
@@ -109,6 +126,9 @@ class OptimConfig(StrictModel):
 class TrainConfig(StrictModel):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=1, description="global batch size (split across processes)")
+    accumulate: int = Field(
+        1, ge=1, description="micro-batches per optimizer step (gradient accumulation)"
+    )
     eval_batch_size: int = Field(512, ge=1)
     seed: int = 0
     deterministic: bool = False
@@ -116,14 +136,22 @@ class TrainConfig(StrictModel):
     monitor: Literal["acc", "f1", "loss"] = Field("acc", description="validation metric")
     drop_last: bool = False
     num_workers: int = Field(0, ge=0)
+    test: bool = Field(
+        True, description="evaluate the test split once at the end (false: tuning runs)"
+    )
 
 
 class FabricConfig(StrictModel):
     accelerator: str = "auto"
     devices: int | str | list[int] = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: str = Field(
+        "32-true", description="32-true, bf16-mixed, 16-mixed, ..., or auto (fastest native)"
+    )
     num_nodes: int = Field(1, ge=1)
+    sync_batchnorm: bool = Field(
+        False, description="BatchNorm statistics over the global batch under DDP"
+    )
 
 
 class LoggingConfig(StrictModel):
@@ -150,11 +178,6 @@ class RunConfig(StrictModel):
     def _dataset_shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
 
-    @field_validator("method", mode="before")
-    @classmethod
-    def _method_shorthand(cls, v: Any) -> Any:
-        return {"name": v} if isinstance(v, str) else v
-
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
@@ -163,10 +186,11 @@ class RunConfig(StrictModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as e:
-            raise ConfigError(_format(e, source)) from None
+            raise ConfigError(format_errors(e, source)) from None
 
 
-def _format(err: ValidationError, source: str) -> str:
+def format_errors(err: ValidationError, source: str) -> str:
+    """One line per error: ``source: dotted.key: message``."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
@@ -177,7 +201,9 @@ def _format(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested mappings (a ``dataset``/``method`` shorthand string becomes
+    ``{name: ...}``)."""
     keys = dotted.split(".")
     node = data
     for k in keys[:-1]:
@@ -203,7 +229,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             value = yaml_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        _set_dotted(data, key.strip(), value)
+        set_dotted(data, key.strip(), value)
     return data
 
 
@@ -244,7 +270,7 @@ def load_config(
         data, source = read_yaml(path)
         data.pop("compare", None)  # read by `unipair compare` only
     for key, value in (base or {}).items():
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     overrides = list(overrides)
     apply_overrides(data, overrides)
     if overrides:

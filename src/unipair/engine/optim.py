@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from unipair.engine.config import OptimConfig
-from unipair.methods.base import ParamGroup
+from unipair.models.params import ParamGroup
 
 __all__ = ["build_optimizer", "build_scheduler", "check_parameter_groups"]
 

@@ -1,17 +1,21 @@
 """``unipair compare``: every (method, seed) on identical data, splits, encoders and budget.
 
 Each run is an ordinary run directory under ``OUT/runs/<method>/seed<k>``; a finished run is
-reused, an interrupted one resumed. Unimodal references (one per modality and seed) give the
-"laziness gap": a modality's accuracy inside a method minus its accuracy trained alone.
+reused only when its whole resolved config (precision and devices included) and its data
+fingerprint match, an interrupted one resumed. Unimodal references (one per modality and seed)
+give the "laziness gap": a modality's accuracy inside a method minus its accuracy trained
+alone. Auxiliary runs a method declares (UMT's teachers) are planned too, shared with identical
+runs (a unimodal teacher is the unimodal reference), and trained before the runs that need them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -20,28 +24,33 @@ from typing import Any
 
 import numpy as np
 
-from unipair.engine.config import RunConfig
+from unipair.data.dataset import TaskSpec, fingerprint
+from unipair.engine.config import MethodConfig, RunConfig
 from unipair.engine.run_dir import RunDir
 from unipair.errors import RunDirError
 from unipair.evaluation.analysis import DEFAULT_RATES, analyze_run
 
 __all__ = ["CompareResult", "RunSpec", "aggregate", "plan_runs", "run_compare"]
 
-# parts of a run's config that do not change what is learned
-_IRRELEVANT = ("name", "out", "logging", "fabric")
-
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One planned run: which method (label), which seed, and its full config."""
+    """One planned run: which method (label), which seed, its full config, and the
+    fingerprint of the data it must be trained on."""
 
     label: str
     seed: int
     config: dict[str, Any]
+    data_fingerprint: str = ""
 
     @property
     def run_dir(self) -> Path:
         return Path(self.config["out"]) / self.config["name"]
+
+    @property
+    def needs(self) -> list[str]:
+        """Run directories of the auxiliary runs this run depends on."""
+        return list(self.config["method"].get("aux", {}).values())
 
 
 def plan_runs(
@@ -50,29 +59,83 @@ def plan_runs(
     seeds: Sequence[int],
     out: str | Path,
     unimodal: bool = True,
-    modalities: Sequence[str] = (),
+    task: TaskSpec | None = None,
+    data_fingerprint: str = "",
 ) -> list[RunSpec]:
     """The config of every run: ``runs`` lists (label, method, hyperparameters); with
-    ``unimodal`` each modality is also trained alone, under the label ``unimodal:<m>``."""
+    ``unimodal`` each modality of ``task`` is also trained alone, under the label
+    ``unimodal:<m>``; auxiliary runs the methods declare are added (see module docstring)."""
     runs_root = Path(out) / "runs"
     jobs = list(runs)
-    if unimodal:
-        jobs += [(f"unimodal:{mod}", "unimodal", {"modality": mod}) for mod in modalities]
-    specs = []
-    for label, method, hp in jobs:
-        for seed in seeds:
-            cfg = base.model_copy(deep=True)
-            cfg.method = cfg.method.model_validate({"name": method, "hparams": hp})
-            cfg.train.seed = int(seed)
-            cfg.out = str(runs_root / label.replace(":", "-"))
-            cfg.name = f"seed{seed}"
-            cfg.logging.progress = "none"
-            specs.append(RunSpec(label, int(seed), cfg.model_dump(mode="json")))
-    return specs
+    if unimodal and task is not None:
+        jobs += [(f"unimodal:{mod}", "unimodal", {"modality": mod}) for mod in task.names]
+    specs = [
+        _spec(base, label, method, hp, seed, runs_root, data_fingerprint)
+        for label, method, hp in jobs
+        for seed in seeds
+    ]
+    return _with_auxiliary(specs, base, task, runs_root, data_fingerprint) if task else specs
+
+
+def _spec(
+    base: RunConfig,
+    label: str,
+    method: str,
+    hparams: dict[str, Any],
+    seed: int,
+    runs_root: Path,
+    data_fingerprint: str,
+) -> RunSpec:
+    cfg = base.model_copy(deep=True)
+    cfg.method = MethodConfig.model_validate({"name": method, "hparams": hparams})
+    cfg.train.seed = int(seed)
+    cfg.out = str(runs_root / label.replace(":", "-"))
+    cfg.name = f"seed{seed}"
+    cfg.logging.progress = "none"
+    return RunSpec(label, int(seed), cfg.model_dump(mode="json"), data_fingerprint)
+
+
+def _with_auxiliary(
+    specs: list[RunSpec], base: RunConfig, task: TaskSpec, runs_root: Path, data_fp: str
+) -> list[RunSpec]:
+    """Point each run's ``method.aux`` at the runs it needs, planning the missing ones; the
+    needed runs come first in the returned list."""
+    from unipair.methods.registry import create as create_method
+
+    planned = {json.dumps(_comparable(s.config), sort_keys=True): s for s in specs}
+    added: list[RunSpec] = []
+    result = []
+    for spec in specs:
+        cfg = RunConfig.model_validate(spec.config)
+        needs = create_method(cfg.method.name, task, cfg.model, cfg.method.hparams).auxiliary_runs()
+        if not needs:
+            result.append(spec)
+            continue
+        aux = {}
+        for key, req in needs.items():
+            hp = dict(req.hparams)
+            label = (
+                f"unimodal:{hp['modality']}"
+                if req.method == "unimodal" and "modality" in hp
+                else f"aux:{req.method}-{fingerprint(sorted(hp.items()))[:8]}"
+            )
+            want = _spec(base, label, req.method, hp, spec.seed, runs_root, data_fp)
+            ident = json.dumps(_comparable(want.config), sort_keys=True)
+            if ident not in planned:
+                planned[ident] = want
+                added.append(want)
+            aux[key] = str(planned[ident].run_dir)
+        cfg.method.aux = aux
+        result.append(RunSpec(spec.label, spec.seed, cfg.model_dump(mode="json"), data_fp))
+    return added + result
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in _IRRELEVANT}
+    """What must match for a finished run to be reused: everything but where it lives and
+    how progress is shown."""
+    out = copy.deepcopy({k: v for k, v in cfg.items() if k not in ("name", "out")})
+    out.get("logging", {}).pop("progress", None)
+    return out
 
 
 def _execute(spec: RunSpec, threads: int, rates: Sequence[float]) -> dict[str, Any]:
@@ -99,8 +162,15 @@ def _execute(spec: RunSpec, threads: int, rates: Sequence[float]) -> dict[str, A
     saved = load_config(run.config).model_dump(mode="json")
     if _comparable(saved) != _comparable(spec.config):
         raise RunDirError(
-            f"{run.path} was trained with a different configuration than this comparison; "
-            "use another --out directory"
+            f"{run.path} was trained with a different configuration than this comparison "
+            f"({_first_difference(_comparable(saved), _comparable(spec.config))}); use "
+            "another --out directory"
+        )
+    if spec.data_fingerprint and summary.get("dataset_fingerprint") != spec.data_fingerprint:
+        raise RunDirError(
+            f"{run.path} was trained on other data (fingerprint "
+            f"{summary.get('dataset_fingerprint')}, now {spec.data_fingerprint}); use another "
+            "--out directory"
         )
     analysis = analyze_run(run.path, rates)
     return {
@@ -112,6 +182,23 @@ def _execute(spec: RunSpec, threads: int, rates: Sequence[float]) -> dict[str, A
         "summary": summary,
         "analysis": analysis,
     }
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    """The first dotted key where two configs differ, with both values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+    return f"{path}: {a!r} there, {b!r} here"
+
+
+def _phases(specs: Iterable[RunSpec]) -> list[list[RunSpec]]:
+    """Runs others depend on first, then the rest (auxiliary runs are never nested)."""
+    specs = list(specs)
+    needed = {d for s in specs for d in s.needs}
+    first = [s for s in specs if str(s.run_dir) in needed]
+    return [p for p in (first, [s for s in specs if s not in first]) if p]
 
 
 @dataclass
@@ -160,12 +247,13 @@ def run_compare(
     for spec in specs:
         if spec not in pending:
             attempt(spec)
-    if jobs <= 1 or len(pending) <= 1:
-        for spec in pending:
-            attempt(spec)
-    else:
+    for phase in _phases(pending):
+        if jobs <= 1 or len(phase) <= 1:
+            for spec in phase:
+                attempt(spec)
+            continue
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_execute, s, threads, rates): s for s in pending}
+            futures = {pool.submit(_execute, s, threads, rates): s for s in phase}
             for fut in as_completed(futures):
                 spec = futures[fut]
                 try:

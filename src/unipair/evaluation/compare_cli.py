@@ -13,10 +13,10 @@ from unipair.config_base import StrictModel
 from unipair.engine.config import (
     ConfigError,
     RunConfig,
-    _format,
-    _set_dotted,
     apply_overrides,
+    format_errors,
     read_yaml,
+    set_dotted,
 )
 from unipair.evaluation.analysis import DEFAULT_RATES
 from unipair.evaluation.compare import CompareResult, RunSpec, plan_runs, run_compare
@@ -101,14 +101,14 @@ def _load(config: str | None, overrides: list[str], base: dict[str, Any], flags:
         data, source = read_yaml(config)
     section = data.pop("compare", {}) or {}
     for key, value in base.items():
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     apply_overrides(data, overrides)
     try:
         options = CompareOptions.model_validate(
             {**section, **{k: v for k, v in flags.items() if v is not None}}
         )
     except ValidationError as e:
-        raise ConfigError(_format(e, f"{source} (compare)")) from None
+        raise ConfigError(format_errors(e, f"{source} (compare)")) from None
     return RunConfig.from_mapping(data, source), options
 
 
@@ -144,11 +144,11 @@ def run_compare_command(
         },
     )
     # the dataset is loaded once here: it validates early and names the modalities
-    from unipair.engine.trainer import load_data
+    from unipair.engine.predict import load_data
 
     data = load_data(cfg)
     modalities = data.spec.names
-    specs = plan_runs(cfg, opts.runs(), opts.seeds, out, opts.unimodal, modalities)
+    specs = plan_runs(cfg, opts.runs(), opts.seeds, out, opts.unimodal, data.spec, data.fingerprint)
     console.print(
         f"[bold]compare[/] {cfg.dataset.name}: {len(specs)} runs "
         f"({', '.join(opts.methods)}{' + unimodal references' if opts.unimodal else ''}"

@@ -17,14 +17,15 @@ from lightning_fabric import Fabric
 from unipair.data.dataset import MultimodalData, TensorMultimodalDataset
 from unipair.data.missing import missing_masks
 from unipair.engine.config import load_config
+from unipair.engine.metrics import MultimodalMetrics
+from unipair.engine.precision import resolve_precision
+from unipair.engine.predict import build_method, load_data, make_loader, predict_split
 from unipair.engine.run_dir import RunDir
 from unipair.engine.samplers import ShardBatchSampler
-from unipair.engine.trainer import _loader, build_method, load_data, predict_split
 from unipair.errors import ConfigError, RunDirError, UnknownNameError
-from unipair.evaluation.metrics import MultimodalMetrics
 from unipair.methods import Method
 
-__all__ = ["LoadedRun", "evaluate", "load_run"]
+__all__ = ["LoadedRun", "evaluate"]
 
 
 class LoadedRun:
@@ -38,9 +39,8 @@ class LoadedRun:
             raise RunDirError(f"{self.run.best} does not exist: the run has not finished")
         self.config = load_config(self.run.config)
         self.config.fabric.accelerator = accelerator
-        self.fabric = Fabric(
-            accelerator=accelerator, devices=1, precision=self.config.fabric.precision
-        )  # type: ignore[arg-type]
+        precision = resolve_precision(self.config.fabric.precision, accelerator)
+        self.fabric = Fabric(accelerator=accelerator, devices=1, precision=precision)  # type: ignore[arg-type]
         self.data: MultimodalData = load_data(self.config)
         self._check_fingerprint()
         self.method: Method = build_method(self.config, self.data)
@@ -82,14 +82,10 @@ class LoadedRun:
                 raise ConfigError("missing-modality evaluation needs an in-memory dataset")
             ds = ds.with_missing(missing_masks(len(ds), names, missing_rate, missing_seed))
         bs = batch_size or self.config.train.eval_batch_size
-        loader = _loader(ds, ShardBatchSampler(len(ds), bs), 0, False)
+        loader = make_loader(ds, ShardBatchSampler(len(ds), bs))
         metrics = MultimodalMetrics(self.data.spec.num_classes, self.method.modalities, sync=False)
         result, _ = predict_split(self.method, loader, metrics.to(self.fabric.device), self.fabric)
         return result
-
-
-def load_run(run_dir: str | Path, accelerator: str = "cpu") -> LoadedRun:
-    return LoadedRun(run_dir, accelerator)
 
 
 def evaluate(
@@ -105,6 +101,6 @@ def evaluate(
     ``missing_rate`` hides each modality independently in that fraction of samples (at least
     one modality stays); with ``missing_modality`` only that modality is hidden.
     """
-    return load_run(run_dir, accelerator).evaluate(
+    return LoadedRun(run_dir, accelerator).evaluate(
         split, missing_rate, missing_modality, missing_seed
     )

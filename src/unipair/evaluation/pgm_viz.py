@@ -127,9 +127,7 @@ def visualize_pgm(
         ax.set_yticks([])
     for ax in list(axes.flat)[len(mods) :]:
         ax.axis("off")
-    fig.suptitle(
-        f"PgM partitions on the test split ({cfg.method.hparams.get('partition', 'split')})"
-    )
+    fig.suptitle(f"PgM partitions on the test split ({cfg.method.hparams.partition})")
     fig.tight_layout()
     paths.append(_save(fig, out / "pgm_tsne.png"))
 

@@ -3,7 +3,16 @@
 from unipair.methods import joint, ogm_ge, unimodal  # noqa: F401  (registration)
 from unipair.methods import mla as mla  # registration
 from unipair.methods import pgm as pgm  # registration
-from unipair.methods.base import Method, MethodHparams, ParamGroup, Prediction, TrainStep
+from unipair.methods.base import (
+    AuxRun,
+    EpochData,
+    Method,
+    MethodHparams,
+    MethodTags,
+    ParamGroup,
+    Prediction,
+    TrainStep,
+)
 from unipair.methods.registry import (
     create,
     describe_hparams,
@@ -13,8 +22,11 @@ from unipair.methods.registry import (
 )
 
 __all__ = [
+    "AuxRun",
+    "EpochData",
     "Method",
     "MethodHparams",
+    "MethodTags",
     "ParamGroup",
     "Prediction",
     "TrainStep",

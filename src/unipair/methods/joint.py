@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+from typing import Any
+
+import torch
 from pydantic import Field
 from torch import Tensor
 
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import TaskSpec
-from unipair.methods.base import Method, MethodHparams, Prediction, TrainStep
+from unipair.methods.base import ANY, Method, MethodHparams, Prediction, TrainStep
+from unipair.methods.common import cross_entropy
 from unipair.methods.registry import register_method
 from unipair.models.multimodal import ModelConfig, MultimodalModel
 
@@ -39,16 +42,26 @@ class Joint(Method):
     def forward(self, batch: MultimodalBatch) -> tuple[dict[str, Tensor], Tensor]:
         return self.model(batch)
 
-    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
-
     def training_step(self, batch: MultimodalBatch, step: TrainStep) -> dict[str, Tensor]:
+        """One forward, the fused cross-entropy over rows with any modality, one backward,
+        :meth:`after_backward` (gradient edits of subclasses), one optimizer step."""
         step.zero_grad()
-        _, logits = step.forward(batch)
-        loss = self.loss(logits, batch.labels)
+        outputs: tuple[dict[str, Tensor], Tensor] = step.forward(batch)
+        any_present = self.any_present(batch)
+        loss = cross_entropy(
+            outputs[1], batch.labels, step, any_present, ANY, self.hparams.label_smoothing
+        )
         step.backward(loss)
+        logs = {"loss": loss.detach(), **self.after_backward(batch, outputs, step)}
         step.step()
-        return {"loss": loss.detach()}
+        return logs
+
+    @staticmethod
+    def any_present(batch: MultimodalBatch) -> Any:
+        """Rows with at least one modality (None when every row is complete)."""
+        if all(batch.complete.values()):
+            return None
+        return torch.stack(list(batch.present.values())).any(0)
 
     def predict(self, batch: MultimodalBatch) -> Prediction:
         features, logits = self.model(batch)

@@ -51,7 +51,16 @@ from torch import Tensor, nn
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import TaskSpec
 from unipair.errors import ConfigError
-from unipair.methods.base import Method, MethodHparams, ParamGroup, Prediction, TrainStep
+from unipair.methods.base import (
+    EpochData,
+    Method,
+    MethodHparams,
+    MethodTags,
+    ParamGroup,
+    Prediction,
+    TrainStep,
+)
+from unipair.methods.common import cross_entropy
 from unipair.methods.registry import register_method
 from unipair.models.heads import create_head
 from unipair.models.multimodal import ModelConfig, build_encoders, encode_present
@@ -247,6 +256,11 @@ class MLA(Method):
     description = "alternating unimodal adaptation with a shared head (Zhang et al., 2024)"
     Hparams = MLAHparams
     hparams: MLAHparams
+    tags = MethodTags(
+        accumulation=False,
+        accumulation_note="MLA takes one optimizer step per modality visit and updates the "
+        "projector from each batch's mean feature",
+    )
     projector: Tensor
 
     def __init__(self, task: TaskSpec, model: ModelConfig, hparams: MLAHparams) -> None:
@@ -305,7 +319,7 @@ class MLA(Method):
         return feats, {m: self.head(f) for m, f in feats.items()}
 
     # ---- training -------------------------------------------------------------------------
-    def on_train_epoch_start(self, epoch: int) -> None:
+    def on_train_epoch_start(self, step: TrainStep, data: EpochData) -> None:
         if self.hparams.reset_projector:
             self.reset_projector()
 
@@ -318,35 +332,30 @@ class MLA(Method):
         and a resumed run draw the same order without touching the global RNG."""
         if self.hparams.order == "fixed":
             return list(self.modalities)
-        g = torch.Generator().manual_seed(step.seed * 1_000_003 + step.global_step)
-        return [self.modalities[i] for i in torch.randperm(len(self.modalities), generator=g)]
+        order = torch.randperm(len(self.modalities), generator=step.generator())
+        return [self.modalities[i] for i in order]
 
     def training_step(self, batch: MultimodalBatch, step: TrainStep) -> dict[str, Tensor]:
         logs: dict[str, Tensor] = {}
         losses = []
         for m in self.visit_order(step):
             rows = batch.present[m]
-            count = step.all_reduce_mean(rows.sum().to(torch.float32))  # same on every replica
+            count = step.count(rows, over=m)  # global: the same on every replica
             if float(count) == 0.0:
                 continue
             step.zero_grad()
             feats, logits = step.forward(batch, modality=m)
-            per_sample = F.cross_entropy(
-                logits[m].float(),
-                batch.labels,
-                reduction="none",
-                label_smoothing=self.hparams.label_smoothing,
-            )
-            # global mean over present rows: DDP's gradient average then equals one process's
-            loss = (per_sample * rows.to(per_sample.dtype)).sum() / count
+            # the global mean over present rows: DDP's gradient average equals one process's
+            ls = self.hparams.label_smoothing
+            loss = cross_entropy(logits[m], batch.labels, step, rows, m, ls)
             step.backward(loss)
             if self.hparams.hgm == "owm":
                 self.project_head_gradient()
             step.step()
             if self.hparams.hgm == "owm":
                 f = feats[m].detach().to(torch.float64)
-                r = step.all_reduce_mean((f * rows.unsqueeze(-1).to(f.dtype)).sum(0)) / count
-                self.update_projector(r)
+                local = (f * rows.unsqueeze(-1).to(f.dtype)).sum(0)
+                self.update_projector(step.all_reduce_sum(local) / count.to(f.dtype))
             logs[f"loss/{m}"] = loss.detach()
             losses.append(loss.detach())
         logs["loss"] = torch.stack(losses).mean() if losses else torch.zeros(())
@@ -399,8 +408,8 @@ class MLA(Method):
             logits, batch.present, hp.fusion, hp.temperature, hp.fusion_weights
         )
         fused = fuse_logits(logits, weights)
-        extras = {f"fusion_weight/{m}": w for m, w in weights.items()}
-        return Prediction(fused, dict(logits), dict(batch.present), extras)
+        per_sample = {f"fusion_weight/{m}": w for m, w in weights.items()}
+        return Prediction(fused, dict(logits), dict(batch.present), per_sample)
 
     def extra_repr(self) -> str:
         hp = self.hparams

@@ -21,29 +21,20 @@ parameter (``params: all``) of the encoder, so MLP encoders are modulated too.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from unipair.config_base import StrictModel
 from unipair.data.batch import MultimodalBatch
-from unipair.methods.base import TrainStep
+from unipair.methods.base import MethodTags, TrainStep
+from unipair.methods.common import confidence_scores, modulate_gradients, modulation_coefficients
 from unipair.methods.joint import Joint, JointHparams
 from unipair.methods.registry import register_method
 
-__all__ = [
-    "OGMGE",
-    "OGMGEHparams",
-    "OGMOptions",
-    "confidence_scores",
-    "modulate_gradients",
-    "modulation_coefficients",
-]
+__all__ = ["OGMGE", "OGMGEHparams", "OGMOptions"]
 
 
 class OGMOptions(StrictModel):
@@ -66,60 +57,27 @@ class OGMOptions(StrictModel):
     def active(self, epoch: int) -> bool:
         return self.start_epoch <= epoch and (self.end_epoch is None or epoch <= self.end_epoch)
 
+    def modulate(
+        self,
+        encoders: Any,
+        per_modality_logits: dict[str, Tensor],
+        batch: MultimodalBatch,
+        modalities: list[str],
+        step: TrainStep,
+    ) -> dict[str, Tensor]:
+        """Coefficients from the confidence scores (averaged over processes, so every replica
+        applies the same), then the encoder gradients scaled and noised; logs k_m."""
+        with torch.no_grad():
+            scores = step.all_reduce_mean(confidence_scores(per_modality_logits, batch, modalities))
+            coeffs = modulation_coefficients(scores, self.alpha, self.coefficient)
+        modulate_gradients(
+            encoders, coeffs, step, noise=self.noise, noise_on=self.noise_on, params=self.params
+        )
+        return {f"coeff/{m}": k.detach() for m, k in zip(modalities, coeffs, strict=True)}
+
 
 class OGMGEHparams(OGMOptions, JointHparams):
     """Joint training's hyperparameters plus the modulation options."""
-
-
-def modulation_coefficients(scores: Tensor, alpha: float, coefficient: str = "shifted") -> Tensor:
-    """k_m for confidence scores s_m [M]: 1 - tanh(alpha * (rho_m - 1)) where rho_m > 1."""
-    m = scores.numel()
-    others = (scores.sum() - scores) / max(m - 1, 1)
-    rho = scores / others.clamp_min(1e-12)
-    excess = rho - 1.0 if coefficient == "shifted" else rho
-    return torch.where(
-        rho > 1.0, 1.0 - torch.tanh(alpha * excess.clamp_min(0.0)), torch.ones_like(rho)
-    )
-
-
-def confidence_scores(
-    logits: Mapping[str, Tensor], batch: MultimodalBatch, modalities: Sequence[str]
-) -> Tensor:
-    """s_m: sum over present samples of the softmax probability of the true class, [M]."""
-    scores = []
-    for m in modalities:
-        prob = F.softmax(logits[m].detach().float(), dim=-1)
-        p_true = prob.gather(1, batch.labels[:, None]).squeeze(1)
-        scores.append((p_true * batch.present[m].float()).sum())
-    return torch.stack(scores)
-
-
-@torch.no_grad()
-def modulate_gradients(
-    encoders: Mapping[str, nn.Module], coeffs: Tensor, opts: OGMOptions, step: TrainStep
-) -> None:
-    """Scale each encoder's gradients by k_m and add GE noise N(0, std(grad)).
-
-    The noise comes from a generator seeded by (run seed, global step), so every DDP replica
-    draws the same noise and a resumed run draws what the uninterrupted one would have.
-    """
-    gen: torch.Generator | None = None
-    for m, k in zip(encoders, coeffs.tolist(), strict=True):
-        add_noise = opts.noise and (opts.noise_on == "all" or k < 1.0)
-        for p in encoders[m].parameters():
-            if p.grad is None or (opts.params == "weights" and p.dim() < 2):
-                continue
-            if add_noise and p.grad.numel() > 1:
-                if gen is None:
-                    gen = torch.Generator(p.grad.device)
-                    gen.manual_seed(step.seed * 1_000_003 + step.global_step)
-                std = float(p.grad.float().std()) + 1e-8
-                noise = torch.randn(
-                    p.grad.shape, generator=gen, device=p.grad.device, dtype=p.grad.dtype
-                )
-                p.grad.mul_(k).add_(noise, alpha=std)
-            elif not math.isclose(k, 1.0):
-                p.grad.mul_(k)
 
 
 @register_method("ogm_ge")
@@ -129,23 +87,19 @@ class OGMGE(Joint):
     description = "joint training with on-the-fly gradient modulation (Peng et al., 2022)"
     Hparams = OGMGEHparams
     hparams: OGMGEHparams
+    tags = MethodTags(
+        accumulation=False,
+        accumulation_note="the modulation coefficients are per-batch statistics",
+    )
 
-    def training_step(self, batch: MultimodalBatch, step: TrainStep) -> dict[str, Tensor]:
-        step.zero_grad()
-        features, logits = step.forward(batch)
-        loss = self.loss(logits, batch.labels)
-        step.backward(loss)
-        logs = {"loss": loss.detach()}
-        if len(self.modalities) > 1 and self.hparams.active(step.epoch):
-            with torch.no_grad():
-                slices = self.model.modality_logits(
-                    {m: f.detach() for m, f in features.items()}, batch.masks()
-                )
-                scores = step.all_reduce_mean(confidence_scores(slices, batch, self.modalities))
-                hp = self.hparams
-                coeffs = modulation_coefficients(scores, hp.alpha, hp.coefficient)
-            modulate_gradients(self.model.encoders, coeffs, hp, step)
-            for m, k in zip(self.modalities, coeffs, strict=True):
-                logs[f"coeff/{m}"] = k.detach()
-        step.step()
-        return logs
+    def after_backward(
+        self, batch: MultimodalBatch, outputs: Any, step: TrainStep
+    ) -> dict[str, Tensor]:
+        if len(self.modalities) < 2 or not self.hparams.active(step.epoch):
+            return {}
+        features, _ = outputs
+        with torch.no_grad():
+            slices = self.model.modality_logits(
+                {m: f.detach() for m, f in features.items()}, batch.masks()
+            )
+        return self.hparams.modulate(self.model.encoders, slices, batch, self.modalities, step)

@@ -10,21 +10,22 @@ encoders after the PgM backward pass. Per-modality predictions are the uni heads
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-import torch
 from pydantic import Field
 from torch import Tensor
 
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import TaskSpec
-from unipair.methods.base import Method, MethodHparams, ParamGroup, Prediction, TrainStep
-from unipair.methods.ogm_ge import (
-    OGMOptions,
-    confidence_scores,
-    modulate_gradients,
-    modulation_coefficients,
+from unipair.methods.base import (
+    Method,
+    MethodHparams,
+    MethodTags,
+    ParamGroup,
+    Prediction,
+    TrainStep,
 )
+from unipair.methods.ogm_ge import OGMOptions
 from unipair.methods.registry import register_method
 from unipair.models.multimodal import ModelConfig, MultimodalModel
 from unipair.models.pgm import PgMAdapter, PgMConfig, PgMOutputs
@@ -60,6 +61,7 @@ class PgM(Method):
     description = "partitioner-guided uni/paired modal learning (Hu et al., 2025)"
     Hparams = PgMHparams
     hparams: PgMHparams
+    tags = MethodTags(dropout_keys=("dropout",))
 
     def __init__(self, task: TaskSpec, model: ModelConfig, hparams: PgMHparams) -> None:
         super().__init__(task, model, hparams)
@@ -77,39 +79,38 @@ class PgM(Method):
 
     def training_step(self, batch: MultimodalBatch, step: TrainStep) -> dict[str, Tensor]:
         step.zero_grad()
-        out = step.forward(batch)
-        losses = self.pgm.losses(out, batch.labels)
+        out: PgMOutputs = step.forward(batch)
+        losses = self.pgm.losses(out, batch.labels, step.mean)
         step.backward(losses["loss"])
         logs = {k: v.detach() for k, v in losses.items()}
-        if (
-            self.hparams.base == "ogm_ge"
-            and len(self.modalities) > 1
-            and self.hparams.ogm.active(step.epoch)
-        ):
-            with torch.no_grad():
-                coeffs = self._coefficients(out, batch, step)
-            modulate_gradients(self.pgm.encoders, coeffs, self.hparams.ogm, step)
-            for m, k in zip(self.modalities, coeffs, strict=True):
-                logs[f"coeff/{m}"] = k.detach()
+        logs.update(self.after_backward(batch, out, step))
         step.step()
         return logs
+
+    def after_backward(
+        self, batch: MultimodalBatch, outputs: Any, step: TrainStep
+    ) -> dict[str, Tensor]:
+        """``base: ogm_ge``: OGM-GE's modulation of the encoders, with confidence scores from
+        each modality's uni head (``ogm.scores: uni``) or its slice of the task head."""
+        o = self.hparams.ogm
+        if self.hparams.base != "ogm_ge" or len(self.modalities) < 2 or not o.active(step.epoch):
+            return {}
+        per_mod = outputs.uni_logits if o.scores == "uni" and outputs.uni_logits else None
+        if per_mod is None:
+            per_mod = self.pgm.task_slices(outputs)
+        return o.modulate(self.pgm.encoders, per_mod, batch, self.modalities, step)
+
+    def accumulation_problem(self) -> str | None:
+        hp = self.hparams
+        if hp.base == "ogm_ge":
+            return "base: ogm_ge modulates with per-batch confidence scores"
+        if hp.partition == "soft" and hp.gate_conditional and hp.lambda_prior > 0:
+            return "the conditional gate's prior is a per-batch statistic"
+        return None
 
     def predict(self, batch: MultimodalBatch) -> Prediction:
         out = self.pgm(batch.inputs, batch.present)
         per_mod = out.uni_logits or self.pgm.task_slices(out)
-        extras: dict[str, Tensor] = {
-            f"uni_share/{m}": s for m, s in self.pgm.uni_share(out).items()
-        }
-        if out.paired_logits is not None:
-            extras["paired_logits"] = out.paired_logits  # 2-D: kept in predictions, not averaged
-        return Prediction(out.logits, per_mod, batch.present, extras)
-
-    # ---- OGM-GE on top of PgM -----------------------------------------------------------
-    def _coefficients(self, out: PgMOutputs, batch: MultimodalBatch, step: TrainStep) -> Tensor:
-        """k_m from per-modality confidence scores (uni heads, or task-head slices)."""
-        o = self.hparams.ogm
-        per_mod = out.uni_logits if o.scores == "uni" and out.uni_logits else None
-        if per_mod is None:
-            per_mod = self.pgm.task_slices(out)
-        scores = step.all_reduce_mean(confidence_scores(per_mod, batch, self.modalities))
-        return modulation_coefficients(scores, o.alpha, o.coefficient)
+        shares = {f"uni_share/{m}": s for m, s in self.pgm.uni_share(out).items()}
+        arrays = {} if out.paired_logits is None else {"paired_logits": out.paired_logits}
+        return Prediction(out.logits, per_mod, batch.present, shares, arrays)

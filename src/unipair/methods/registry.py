@@ -1,4 +1,8 @@
-"""Method registry: ``create(name, task, model=..., **hparams)``, ``list_methods()``."""
+"""Method registry: ``create(name, task, model, hparams)``, ``list_methods()``.
+
+Registration checks the class (:func:`unipair.methods.base.check_method_class`), so a method
+missing a hook fails when it is defined, not at its first training step.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pydantic import ValidationError
 
 from unipair.data.dataset import TaskSpec
 from unipair.errors import ConfigError
-from unipair.methods.base import Method, MethodHparams
+from unipair.methods.base import Method, MethodHparams, check_method_class
 from unipair.models.multimodal import ModelConfig
 from unipair.registry import Registry
 
@@ -27,6 +31,7 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     def decorator(cls: type[Method]) -> type[Method]:
+        check_method_class(cls, name)
         cls.name = name
         return METHODS.register(name)(cls)
 
@@ -48,8 +53,13 @@ def format_validation_error(err: ValidationError, where: str, allowed: list[str]
     return "\n".join(lines)
 
 
-def validate_hparams(name: str, hparams: Mapping[str, Any] | None) -> MethodHparams:
+def validate_hparams(name: str, hparams: MethodHparams | Mapping[str, Any] | None) -> MethodHparams:
+    """The method's typed hyperparameters; a mapping is validated (unknown keys named)."""
     cls = METHODS.get(name)
+    if isinstance(hparams, cls.Hparams):
+        return hparams
+    if isinstance(hparams, MethodHparams):
+        hparams = hparams.model_dump()
     try:
         return cls.Hparams.model_validate(dict(hparams or {}))
     except ValidationError as e:
@@ -71,10 +81,15 @@ def create(
     name: str,
     task: TaskSpec,
     model: ModelConfig | Mapping[str, Any] | None = None,
-    **hparams: Any,
+    hparams: MethodHparams | Mapping[str, Any] | None = None,
+    **kwargs: Any,
 ) -> Method:
-    """Build a registered method for a task; hyperparameters are validated by name and type."""
+    """Build a registered method for a task. ``hparams`` (typed, or a mapping) and keyword
+    arguments are validated once, by name and type."""
     cls = METHODS.get(name)
+    if kwargs:
+        base = hparams.model_dump() if isinstance(hparams, MethodHparams) else dict(hparams or {})
+        hparams = {**base, **kwargs}
     hp = validate_hparams(name, hparams)
     cfg = model if isinstance(model, ModelConfig) else ModelConfig.model_validate(model or {})
     return cls(task, cfg, hp)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
@@ -10,6 +9,7 @@ from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import TaskSpec
 from unipair.errors import ConfigError
 from unipair.methods.base import Method, MethodHparams, Prediction, TrainStep
+from unipair.methods.common import cross_entropy
 from unipair.methods.registry import register_method
 from unipair.models.multimodal import ModelConfig, MultimodalModel
 
@@ -55,9 +55,8 @@ class Unimodal(Method):
     def training_step(self, batch: MultimodalBatch, step: TrainStep) -> dict[str, Tensor]:
         step.zero_grad()
         logits = step.forward(batch)
-        present = batch.present[self.modality].float()
-        per_sample = F.cross_entropy(logits.float(), batch.labels, reduction="none")
-        loss = (per_sample * present).sum() / present.sum().clamp_min(1.0)
+        m = self.modality
+        loss = cross_entropy(logits, batch.labels, step, batch.present[m], over=m)
         step.backward(loss)
         step.step()
         return {"loss": loss.detach()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -32,10 +32,15 @@ __all__ = [
 
 
 class Encoder(nn.Module):
-    """Maps [B, *input_shape] to [B, out_dim] (or [B, L, out_dim] when ``sequence_output``)."""
+    """Maps [B, *input_shape] to [B, out_dim] (or [B, L, out_dim] when ``sequence_output``).
+
+    ``example_input_shape`` is a small input the encoder accepts; the conformance kit
+    (``unipair.testing``) builds every registered encoder with it.
+    """
 
     out_dim: int
     sequence_output: bool = False
+    example_input_shape: ClassVar[tuple[int, ...]]
 
 
 ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
@@ -48,6 +53,8 @@ def _activation(name: str) -> nn.Module:
 @ENCODERS.register("mlp")
 class MLPEncoder(Encoder):
     """For feature vectors (any shape is flattened): Linear-activation-dropout blocks."""
+
+    example_input_shape = (20,)
 
     def __init__(
         self,
@@ -77,6 +84,8 @@ class MLPEncoder(Encoder):
 @ENCODERS.register("cnn")
 class CNNEncoder(Encoder):
     """A small CNN for images and spectrograms [C, H, W]: conv-BN-ReLU-pool blocks."""
+
+    example_input_shape = (1, 16, 16)
 
     def __init__(
         self,
@@ -113,6 +122,8 @@ class ResNet18Encoder(Encoder):
     A clip is encoded frame by frame and the frame features are averaged over time, as the
     audio-visual literature (OGM-GE, MLA) does for its visual stream.
     """
+
+    example_input_shape = (3, 32, 32)
 
     def __init__(self, input_shape: Sequence[int], width: int, channels_last: bool = True) -> None:
         super().__init__()
@@ -151,6 +162,8 @@ class TransformerEncoder(Encoder):
 
     ``pool="mean"`` returns [B, width]; ``pool="none"`` returns the sequence [B, L, width].
     """
+
+    example_input_shape = (6, 8)
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from unipair.errors import ConfigError
 from unipair.models.encoders import create_encoder
 from unipair.models.fusion import FUSIONS, ConcatFusion, create_fusion
 from unipair.models.heads import create_head
+from unipair.models.sync_batchnorm import has_sync_batchnorm
 
 __all__ = [
     "EncoderConfig",
@@ -99,6 +100,8 @@ def encode_present(
     if complete if complete is not None else bool(present.all()):
         return encoder(x)
     rows = torch.nonzero(present).squeeze(1)
+    if rows.numel() == 0 and has_sync_batchnorm(encoder):
+        encoder(x[rows])  # take part in the other processes' BatchNorm all-reduces
     if rows.numel() == 0:  # nothing reads these rows: a length-1 sequence is enough
         width = width if width is not None else encoder.out_dim
         seq = sequence if sequence is not None else getattr(encoder, "sequence_output", False)

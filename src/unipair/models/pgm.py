@@ -15,7 +15,7 @@ in ``docs/methods/pgm.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from unipair.config_base import StrictModel
 from unipair.errors import ConfigError
-from unipair.methods.base import ParamGroup
 from unipair.models.multimodal import encode_present, head_slices
+from unipair.models.params import ParamGroup
 
 __all__ = [
     "MODALITY_PARTS",
@@ -461,6 +461,15 @@ class PairedLearner(nn.Module):
         return summed / count.clamp_min(1.0)[:, :, None, None]
 
 
+#: reduces per-sample values over masked rows: (values [B], rows [B] bool, name of the rows)
+RowMean = Callable[[Tensor, Tensor, str], Tensor]
+
+
+def _masked_mean(values: Tensor, rows: Tensor, over: str) -> Tensor:
+    w = rows.to(values.dtype)
+    return (values * w).sum() / w.sum().clamp_min(1.0)
+
+
 # ---- outputs and the adapter ----------------------------------------------------------------
 @dataclass
 class PgMOutputs:
@@ -651,41 +660,45 @@ class PgMAdapter(nn.Module):
         )
 
     # ---- losses -------------------------------------------------------------------------
-    def _ce(self, logits: Tensor, labels: Tensor, rows: Tensor | None = None) -> Tensor:
-        ls = self.config.label_smoothing
-        per = F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=ls)
-        if rows is None:
-            return per.mean()
-        w = rows.float()
-        return (per * w).sum() / w.sum().clamp_min(1.0)
-
-    def losses(self, outputs: PgMOutputs, labels: Tensor) -> dict[str, Tensor]:
+    def losses(
+        self, outputs: PgMOutputs, labels: Tensor, mean: RowMean | None = None
+    ) -> dict[str, Tensor]:
         """L = task + l_uni * sum_m uni_m + l_pair * paired + l_rec * sum_m rec_m (+ prior).
 
         Per-modality terms average over the rows where that modality is present; the
         reconstruction target h_m is detached, so it never moves toward its reconstruction.
+        ``mean(values, rows, over)`` reduces per-sample values over the rows selected by the
+        bool mask ``rows`` (None: every row), named ``over`` (a modality, or '*' for rows with
+        any modality); the default is the batch mean, the ``pgm`` method passes the engine's
+        step-normalised mean (``TrainStep.mean``).
         """
         cfg, pres = self.config, outputs.present
+        mean = mean or _masked_mean
         any_present = torch.stack([pres[m] for m in self.modalities]).any(0)
-        out: dict[str, Tensor] = {"task": self._ce(outputs.logits, labels, any_present)}
+
+        def ce(logits: Tensor, rows: Tensor, over: str) -> Tensor:
+            per = F.cross_entropy(
+                logits.float(), labels, reduction="none", label_smoothing=cfg.label_smoothing
+            )
+            return mean(per, rows, over)
+
+        out: dict[str, Tensor] = {"task": ce(outputs.logits, any_present, "*")}
         total = out["task"]
         for m, z in outputs.uni_logits.items():
-            out[f"uni/{m}"] = self._ce(z, labels, pres[m])
+            out[f"uni/{m}"] = ce(z, pres[m], m)
             total = total + cfg.lambda_uni * out[f"uni/{m}"]
         if outputs.paired_logits is not None:
-            out["paired"] = self._ce(outputs.paired_logits, labels, any_present)
+            out["paired"] = ce(outputs.paired_logits, any_present, "*")
             total = total + cfg.lambda_pair * out["paired"]
         for m, r in outputs.recon.items():
             target = outputs.features[m].detach()
             err = (r.float() - target.float()).pow(2).flatten(1).mean(1)
-            w = pres[m].float()
-            out[f"rec/{m}"] = (err * w).sum() / w.sum().clamp_min(1.0)
+            out[f"rec/{m}"] = mean(err, pres[m], m)
             total = total + cfg.lambda_rec * out[f"rec/{m}"]
         if cfg.partition == "soft" and cfg.lambda_prior > 0:
             for m, s in outputs.gates.items():
-                if s.dim() > 1:  # conditional gate: mean over present rows
-                    w = pres[m].float()
-                    share = (pool(s).mean(-1).float() * w).sum() / w.sum().clamp_min(1.0)
+                if s.dim() > 1:  # conditional gate: this batch's mean over present rows
+                    share = _masked_mean(pool(s).mean(-1).float(), pres[m], m)
                 else:
                     share = s.float().mean()
                 out[f"prior/{m}"] = (share - self.rho[m]) ** 2

@@ -1,7 +1,8 @@
 """Evaluation metrics with torchmetrics' ``update``/``compute`` contract, correct under DDP.
 
 Fused accuracy and macro-F1 and cross-entropy over all samples; each modality's accuracy over
-the samples where that modality is present; method extras (e.g. MLA fusion weights) averaged.
+the samples where that modality is present; a method's per-sample values (e.g. MLA's fusion
+weights) averaged over the samples where they are finite.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class MultimodalMetrics(nn.Module):
             {m: MulticlassAccuracy(num_classes, average="micro", **kw) for m in modalities}
         )
         self.modality_count = nn.ModuleDict({m: SumMetric(**kw) for m in modalities})
-        self.extras = nn.ModuleDict()
+        self.per_sample = nn.ModuleDict()
 
     @torch.no_grad()
     def update(self, pred: Prediction, labels: Tensor) -> None:
@@ -48,15 +49,13 @@ class MultimodalMetrics(nn.Module):
             self.modality_count[m].update(rows.sum())
             if bool(rows.any()):
                 self.modality_acc[m].update(z[rows].float(), labels[rows])
-        for key, value in pred.extras.items():
-            if value.dim() != 1:
-                continue
+        for key, value in pred.per_sample.items():
             safe = key.replace(".", "_")
-            if safe not in self.extras:
-                self.extras[safe] = MeanMetric(**self._kw).to(value.device)
+            if safe not in self.per_sample:
+                self.per_sample[safe] = MeanMetric(**self._kw).to(value.device)
             finite = value[torch.isfinite(value)]
             if finite.numel():
-                self.extras[safe].update(finite.float())
+                self.per_sample[safe].update(finite.float())
 
     def compute(self) -> dict[str, float]:
         out = {
@@ -70,7 +69,7 @@ class MultimodalMetrics(nn.Module):
                 warnings.simplefilter("ignore", UserWarning)
                 acc, count = float(metric.compute()), float(self.modality_count[m].compute())
             out[f"acc/{m}"] = acc if count > 0 else float("nan")
-        for key, metric in self.extras.items():
+        for key, metric in self.per_sample.items():
             out[key] = float(metric.compute())
         return out
 

@@ -1,0 +1,139 @@
+"""Building a run's pieces from its config, and evaluating a method over a split.
+
+Public so that evaluation code (``unipair.evaluate``, ``compare``'s analyses, reports) rebuilds
+runs exactly as training built them, without reaching into the training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_fabric import Fabric
+from torch.utils.data import DataLoader, Sampler
+
+from unipair import datasets
+from unipair.data.batch import MultimodalBatch
+from unipair.data.dataset import MultimodalData, MultimodalDataset, TensorMultimodalDataset
+from unipair.data.missing import missing_masks
+from unipair.engine.config import RunConfig
+from unipair.engine.metrics import MultimodalMetrics
+from unipair.errors import ConfigError
+from unipair.io import atomic_path
+from unipair.methods import Method, Prediction
+from unipair.methods import create as create_method
+
+__all__ = [
+    "build_method",
+    "load_data",
+    "make_loader",
+    "on_device",
+    "predict_split",
+    "save_predictions",
+]
+
+
+def load_data(cfg: RunConfig) -> MultimodalData:
+    """The dataset with any configured training-time missing modalities applied."""
+    data = datasets.create(cfg.dataset.name, **cfg.dataset.options)
+    rate = cfg.dataset.train_missing_rate
+    if rate and (not isinstance(rate, Mapping) or any(rate.values())):
+        if not isinstance(data.train, TensorMultimodalDataset):
+            raise ConfigError("dataset.train_missing_rate needs an in-memory dataset")
+        masks = missing_masks(len(data.train), data.spec.names, rate, seed=cfg.train.seed + 7919)
+        data.train = data.train.with_missing(masks)
+        data.info["train_missing_rate"] = rate
+    return data
+
+
+def build_method(cfg: RunConfig, data: MultimodalData) -> Method:
+    return create_method(cfg.method.name, data.spec, cfg.model, cfg.method.hparams)
+
+
+def make_loader(
+    ds: MultimodalDataset, sampler: Sampler[list[int]], workers: int = 0, pin: bool = False
+) -> DataLoader:
+    """A loader whose dataset answers whole batches (``__getitems__``)."""
+    return DataLoader(
+        ds,
+        batch_sampler=sampler,
+        collate_fn=_identity,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+    )
+
+
+def _identity(batch: MultimodalBatch) -> MultimodalBatch:
+    return batch  # datasets return whole batches through __getitems__
+
+
+def on_device(batch: MultimodalBatch, fabric: Fabric, non_blocking: bool = False):
+    """Move a batch to the device, in the precision's input dtype (``bf16-true`` etc.)."""
+    return fabric.strategy.precision.convert_input(
+        batch.to(fabric.device, non_blocking=non_blocking)
+    )
+
+
+def predict_split(
+    method: Method,
+    loader: DataLoader,
+    metrics: MultimodalMetrics,
+    fabric: Fabric,
+    collect: bool = False,
+    transform: Callable[[MultimodalBatch], MultimodalBatch] | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray] | None]:
+    """Evaluate ``method`` on every batch of ``loader``; optionally keep per-sample outputs."""
+    was_training = method.training
+    method.eval()
+    metrics.reset()
+    kept: list[tuple[MultimodalBatch, Prediction]] = []
+    with torch.no_grad(), fabric.autocast():
+        for batch in loader:
+            batch = on_device(batch, fabric)
+            if transform is not None:
+                batch = transform(batch)
+            pred = method.predict(batch)
+            metrics.update(pred, batch.labels)
+            if collect:
+                kept.append((batch.to("cpu"), _to_cpu(pred)))
+    method.train(was_training)
+    return metrics.compute(), (_stack(kept) if collect else None)
+
+
+def _to_cpu(p: Prediction) -> Prediction:
+    return Prediction(
+        p.logits.float().cpu(),
+        {m: z.float().cpu() for m, z in p.modality_logits.items()},
+        {m: x.cpu() for m, x in p.present.items()},
+        {k: v.float().cpu() for k, v in p.per_sample.items()},
+        {k: v.float().cpu() for k, v in p.arrays.items()},
+    )
+
+
+def _stack(kept: list[tuple[MultimodalBatch, Prediction]]) -> dict[str, np.ndarray]:
+    """``test_predictions.npz`` arrays: labels, index, logits, ``logits/<m>``,
+    ``present/<m>`` and ``extra/<key>`` for the method's per-sample values and arrays."""
+    out: dict[str, np.ndarray] = {
+        "labels": torch.cat([b.labels for b, _ in kept]).numpy(),
+        "index": torch.cat([b.index for b, _ in kept]).numpy(),
+        "logits": torch.cat([p.logits for _, p in kept]).numpy(),
+    }
+    first = kept[0][1]
+    for m in first.modality_logits:
+        out[f"logits/{m}"] = torch.cat([p.modality_logits[m] for _, p in kept]).numpy()
+    for m in first.present:
+        out[f"present/{m}"] = torch.cat([p.present[m] for _, p in kept]).numpy()
+    for k in first.per_sample:
+        out[f"extra/{k}"] = torch.cat([p.per_sample[k] for _, p in kept]).numpy()
+    for k in first.arrays:
+        out[f"extra/{k}"] = torch.cat([p.arrays[k] for _, p in kept]).numpy()
+    return out
+
+
+def save_predictions(path: Path, arrays: Mapping[str, Any]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
