@@ -146,6 +146,50 @@ def test_compare_refuses_runs_trained_differently(compared) -> None:
     assert again.failures and "different configuration" in again.failures[0][2]
 
 
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("fabric.precision=bf16-mixed", "fabric.precision: '32-true' there, 'bf16-mixed' here"),
+        ("fabric.devices=2", "fabric.devices: 1 there, 2 here"),
+        ("method.hparams.label_smoothing=0.1", "method.hparams.label_smoothing: 0.0 there"),
+    ],
+)
+def test_compare_reuses_only_an_identical_resolved_config(compared, override, names) -> None:
+    out, config, _, _ = compared
+    again = run_compare_command(
+        dataset=None, methods=["joint"], seeds=[0], config=str(config),
+        overrides=[override], jobs=1, epochs=None, out=str(out), unimodal=False,
+    )  # fmt: skip
+    assert again.failures and names in again.failures[0][2], again.failures
+
+
+def test_a_method_section_for_a_method_not_compared_is_refused(tmp_path: Path) -> None:
+    from unipair.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="names 'mla', which this comparison does not run"):
+        run_compare_command(
+            dataset=None, methods=["joint"], seeds=[0], config="preset:mla_reference",
+            overrides=[], jobs=1, epochs=1, out=str(tmp_path), unimodal=False,
+        )  # fmt: skip
+
+
+def test_compare_refuses_runs_on_changed_data(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mine.npz"
+    arrays = {"a": rng.normal(size=(120, 4)), "b": rng.normal(size=(120, 3))}
+    np.savez(data, **arrays, label=np.arange(120) % 3)
+    args = dict(
+        dataset=str(data), methods=["joint"], seeds=[0], config=None, jobs=1, epochs=1,
+        out=str(tmp_path / "out"), unimodal=False, overrides=["fabric.accelerator=cpu"],
+    )  # fmt: skip
+    assert not run_compare_command(**args).failures
+    np.savez(data, **{k: v + 1 for k, v in arrays.items()}, label=np.arange(120) % 3)
+    again = run_compare_command(**args)
+    assert again.failures and "trained on other data" in again.failures[0][2]
+
+
 def test_aggregate_reports_sample_std() -> None:
     runs = [
         {"label": "x", "seed": s, "summary": {"test": {"acc": a, "f1": a, "acc/u": a},
@@ -215,6 +259,7 @@ def test_variants_layer_over_method_hyperparameters() -> None:
         ({"methods": ["joint"], "hparams": {"jiont": {}}}, "hparams names unknown methods"),
         ({"methods": ["x"], "variants": {"x": {"method": "nope"}}}, "unknown method 'nope'"),
         ({"methods": ["joint"], "variants": {"joint": {"method": "mla"}}}, "not the name"),
+        ({"methods": ["joint"], "hparams": {"mla": {"alfa": 1}}}, "unknown key 'alfa'"),
     ]:
         with pytest.raises((ValueError, ConfigError), match=message):
             CompareOptions.model_validate(bad)

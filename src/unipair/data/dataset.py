@@ -70,9 +70,6 @@ class TaskSpec:
                 return m
         raise UnknownNameError(f"unknown modality {name!r}; this dataset has {self.names}")
 
-    def only(self, names: Sequence[str]) -> TaskSpec:
-        return TaskSpec(tuple(self[n] for n in names), self.num_classes)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "modalities": {m.name: list(m.shape) for m in self.modalities},
@@ -156,15 +153,11 @@ class TensorMultimodalDataset(MultimodalDataset):
             else {m: p.bool() for m, p in present.items()}
         )
         self.index = torch.arange(n) if index is None else index.long()
-        MultimodalBatch(self.inputs, self.present, self.labels, self.index)  # validates shapes
+        # every row as one batch (no copy): validates the shapes, and fetch slices it
+        self._all = MultimodalBatch(self.inputs, self.present, self.labels, self.index)
 
     def fetch(self, indices: Tensor) -> MultimodalBatch:
-        return MultimodalBatch(
-            inputs={m: x[indices] for m, x in self.inputs.items()},
-            present={m: p[indices] for m, p in self.present.items()},
-            labels=self.labels[indices],
-            index=self.index[indices],
-        )
+        return self._all.subset(indices)
 
     def subset(self, rows: Tensor | np.ndarray) -> TensorMultimodalDataset:  # type: ignore[override]
         rows = torch.as_tensor(rows, dtype=torch.long)

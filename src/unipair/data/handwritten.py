@@ -32,7 +32,8 @@ def read_handwritten_csvs(root: str | Path) -> tuple[dict[str, np.ndarray], np.n
             f"handwritten root {root} is not a directory; expected mfeat-pix.csv ... "
             "mfeat-mor.csv (header row of column indices, label in the last column)"
         )
-    views, labels = {}, None
+    views: dict[str, np.ndarray] = {}
+    labels = np.empty(0, dtype=np.int64)
     for view, dim in VIEWS.items():
         path = root / f"mfeat-{view}.csv"
         if not path.is_file():
@@ -41,10 +42,9 @@ def read_handwritten_csvs(root: str | Path) -> tuple[dict[str, np.ndarray], np.n
         if table.ndim != 2 or table.shape[1] != dim + 1:
             raise DataFormatError(f"{path}: expected {dim} feature columns plus a label column")
         y = table[:, -1].astype(np.int64)
-        if labels is not None and not np.array_equal(labels, y):
+        if views and not np.array_equal(labels, y):
             raise DataFormatError(f"{path}: labels are not row-aligned with the other views")
         views[view], labels = table[:, :-1].astype(np.float32), y
-    assert labels is not None
     return views, labels
 
 

@@ -22,7 +22,7 @@ from unipair.evaluation.analysis import DEFAULT_RATES
 from unipair.evaluation.compare import CompareResult, RunSpec, plan_runs, run_compare
 from unipair.evaluation.figures import write_figures
 from unipair.evaluation.report import terminal_table, write_report
-from unipair.methods.registry import METHODS
+from unipair.methods.registry import METHODS, validate_hparams
 
 __all__ = ["CompareOptions", "run_compare_command"]
 
@@ -78,6 +78,8 @@ class CompareOptions(StrictModel):
         unknown = sorted(set(self.hparams) - set(METHODS.names()))
         if unknown:
             raise ValueError(f"hparams names unknown methods {unknown}")
+        for name, hp in self.hparams.items():  # checked even for methods not run
+            validate_hparams(name, hp)
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods repeat: {self.methods}")
         return self
@@ -99,17 +101,36 @@ def _load(config: str | None, overrides: list[str], base: dict[str, Any], flags:
     source = "compare config"
     if config is not None:
         data, source = read_yaml(config)
-    section = data.pop("compare", {}) or {}
+    section = dict(data.pop("compare", {}) or {})
     for key, value in base.items():
         set_dotted(data, key, value)
     apply_overrides(data, overrides)
+    method = data.pop("method", None)
     try:
         options = CompareOptions.model_validate(
             {**section, **{k: v for k, v in flags.items() if v is not None}}
         )
     except ValidationError as e:
         raise ConfigError(format_errors(e, f"{source} (compare)")) from None
+    if method is not None:
+        options = _with_method_section(options, method, source)
     return RunConfig.from_mapping(data, source), options
+
+
+def _with_method_section(options: CompareOptions, method: Any, source: str) -> CompareOptions:
+    """A ``method:`` section (or ``--set method.hparams...``) applies to that method's runs:
+    its hyperparameters go under ``compare.hparams``, which win where both set a key."""
+    method = {"name": method} if isinstance(method, str) else dict(method)
+    name = method.get("name", "joint")
+    ran = {m for _, m, _ in options.runs()}
+    if name not in ran:
+        raise ConfigError(
+            f"{source}: the method section names {name!r}, which this comparison does not run "
+            f"(methods: {', '.join(options.methods)}); give per-method hyperparameters under "
+            "compare.hparams.<method>"
+        )
+    hparams = {**(method.get("hparams") or {}), **options.hparams.get(name, {})}
+    return options.model_copy(update={"hparams": {**options.hparams, name: hparams}})
 
 
 def run_compare_command(

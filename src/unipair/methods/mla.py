@@ -178,13 +178,11 @@ def fusion_weights(
 
 def fuse_logits(modality_logits: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> Tensor:
     """sum_m w_m(i) z_m(i); a zero-weight modality is left out, never added as zeros."""
-    out: Tensor | None = None
+    terms = []
     for m, z in modality_logits.items():
         w = weights[m].to(torch.float32).unsqueeze(-1)
-        term = torch.where(w > 0, w * z.float(), torch.zeros_like(z, dtype=torch.float32))
-        out = term if out is None else out + term
-    assert out is not None
-    return out
+        terms.append(torch.where(w > 0, w * z.float(), torch.zeros_like(z, dtype=torch.float32)))
+    return torch.stack(terms).sum(0)
 
 
 def _entropy(logits: Tensor) -> Tensor:
@@ -295,7 +293,8 @@ class MLA(Method):
     def hgm_layer(self) -> nn.Linear:
         """The head layer whose input is the feature: the head itself, or an MLP's first."""
         layer = self.head if isinstance(self.head, nn.Linear) else self.head[0]
-        assert isinstance(layer, nn.Linear)
+        if not isinstance(layer, nn.Linear):
+            raise TypeError(f"MLA's head must start with nn.Linear, got {type(layer).__name__}")
         return layer
 
     def parameter_groups(self) -> list[ParamGroup]:
@@ -371,18 +370,17 @@ class MLA(Method):
             return
         p = self.projector.to(torch.float64)
         g = layer.weight.grad.to(torch.float64)
-        augment = self.hparams.hgm_bias == "augment" and layer.bias is not None
-        if augment:
-            assert layer.bias is not None
+        bias = layer.bias
+        if self.hparams.hgm_bias == "augment" and bias is not None:
             gb = (
-                layer.bias.grad.to(torch.float64)
-                if layer.bias.grad is not None
+                bias.grad.to(torch.float64)
+                if bias.grad is not None
                 else torch.zeros(g.shape[0], dtype=torch.float64, device=g.device)
             )
             full = torch.cat([g, gb.unsqueeze(1)], dim=1) @ p
             layer.weight.grad.copy_(full[:, :-1])
-            if layer.bias.grad is not None:
-                layer.bias.grad.copy_(full[:, -1])
+            if bias.grad is not None:
+                bias.grad.copy_(full[:, -1])
         else:
             d = g.shape[1]
             layer.weight.grad.copy_(g @ p[:d, :d])

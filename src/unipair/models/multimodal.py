@@ -15,7 +15,7 @@ from unipair.data.dataset import TaskSpec
 from unipair.errors import ConfigError
 from unipair.models.encoders import create_encoder
 from unipair.models.fusion import FUSIONS, ConcatFusion, create_fusion
-from unipair.models.heads import create_head
+from unipair.models.heads import HEADS, create_head
 from unipair.models.sync_batchnorm import has_sync_batchnorm
 
 __all__ = [
@@ -54,8 +54,8 @@ class ModelConfig(StrictModel):
     @field_validator("head")
     @classmethod
     def _known_head(cls, v: str) -> str:
-        if v not in ("linear", "mlp"):
-            raise ValueError(f"unknown head {v!r}; expected 'linear' or 'mlp'")
+        if v not in HEADS:
+            raise ValueError(HEADS.unknown_message(v))
         return v
 
 
