@@ -187,3 +187,15 @@ def test_yaml_scalars_follow_yaml_1_2() -> None:
     }  # fmt: skip
     cfg = load_config(None, ["optim.lr=2e-3", "method.name=mla", "method.hparams.hgm=off"])
     assert cfg.optim.lr == 0.002 and cfg.method.hparams.hgm == "off"
+
+
+def test_config_yaml_records_every_hyperparameter_default_typed() -> None:
+    from unipair.methods.pgm import PgMHparams
+
+    cfg = load_config(None, ["method.name=pgm", "method.hparams.lambda_rec=0.1"])
+    assert isinstance(cfg.method.hparams, PgMHparams)  # typed from --set to the method
+    saved = yaml.safe_load(cfg.to_yaml())["method"]["hparams"]
+    assert set(saved) == set(PgMHparams.model_fields)  # every default, not only the set key
+    assert saved["lambda_rec"] == 0.1 and saved["lambda_uni"] == 1.0
+    assert saved["ogm"]["alpha"] == 0.5  # nested options too
+    assert load_config(None, ["method.name=pgm", "method.hparams.lambda_rec=0.1"]) == cfg

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from unipair.data.dataset import MultimodalData
+from unipair.engine.checkpoint import read_checkpoint
 from unipair.engine.config import RunConfig, load_config
 from unipair.engine.run_dir import RunDir
 from unipair.errors import ConfigError, RunDirError
@@ -60,8 +61,7 @@ def load_auxiliary(
         saved, summary = _finished(run, key)
         _check(key, spec, run, saved, summary, cfg, data)
         aux = create_method(saved.method.name, data.spec, saved.model, saved.method.hparams)
-        state = torch.load(run.best, map_location="cpu", weights_only=True)
-        aux.load_state_dict(state["method"])
+        aux.load_state_dict(read_checkpoint(run.best)["method"])
         aux.requires_grad_(False)
         models[key] = aux.eval().to(device)
         provenance[key] = {

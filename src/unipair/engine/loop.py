@@ -23,10 +23,13 @@ from unipair.data.dataset import MultimodalDataset, fingerprint
 from unipair.data.splits import stratified_holdout
 from unipair.engine.auxiliary import load_auxiliary
 from unipair.engine.checkpoint import (
+    fabric_load,
     get_rng_state,
+    read_checkpoint,
     save_checkpoint,
     set_rng_state,
     snapshot_checkpoint,
+    state_checksum,
 )
 from unipair.engine.config import RunConfig
 from unipair.engine.metrics import MultimodalMetrics
@@ -300,6 +303,7 @@ class Trainer:
         """The checkpoint schema: weights, optimizer, schedule, progress, RNG."""
         return {
             "method": self.method,
+            "checksum": state_checksum(self.method.state_dict()),
             "optimizer": self.optimizer,
             "scheduler": self.scheduler.state_dict(),
             "state": self.state.to_dict(),
@@ -317,7 +321,12 @@ class Trainer:
         run = self.run
         if not run.last.is_file():
             raise RunDirError(f"cannot resume: {run.last} does not exist")
-        rest = self.fabric.load(run.last, {"method": self.method, "optimizer": self.optimizer})
+        rest = fabric_load(
+            self.fabric,
+            run.last,
+            {"method": self.method, "optimizer": self.optimizer},
+            self.method.state_dict,
+        )
         if "state" not in rest:
             raise RunDirError(f"cannot resume {run.path}: its checkpoint predates unipair 0.2")
         if rest.get("data_fingerprint") != self.data.fingerprint:
@@ -338,15 +347,17 @@ class Trainer:
             return
         best_epoch = None
         if run.best.is_file():
-            saved = torch.load(run.best, map_location="cpu", weights_only=True)
-            best_epoch = saved.get("state", {}).get("epoch")
+            try:
+                best_epoch = read_checkpoint(run.best)["state"]["epoch"]
+            except RunDirError:  # damaged: made again from last.ckpt below
+                best_epoch = None
         if best_epoch != state.epoch:
             snapshot_checkpoint(self.fabric, run.last, run.best)
 
     def test_once(self, stopped_early: bool) -> RunResult:
         """The test split, read once, with the weights of the best validation epoch."""
         fabric, cfg, run, data = self.fabric, self.cfg, self.run, self.data
-        best = fabric.load(run.best, {"method": self.method})
+        best = fabric_load(fabric, run.best, {"method": self.method}, self.method.state_dict)
         summary: dict[str, Any] = {}
         if fabric.is_global_zero:
             test = None

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning_fabric import Fabric
 
 from unipair.data.dataset import MultimodalData, TensorMultimodalDataset
 from unipair.data.missing import missing_masks
+from unipair.engine.checkpoint import read_checkpoint
 from unipair.engine.config import load_config
 from unipair.engine.metrics import MultimodalMetrics
 from unipair.engine.precision import resolve_precision
@@ -44,8 +44,7 @@ class LoadedRun:
         self.data: MultimodalData = load_data(self.config)
         self._check_fingerprint()
         self.method: Method = build_method(self.config, self.data)
-        state = torch.load(self.run.best, map_location="cpu", weights_only=True)
-        self.method.load_state_dict(state["method"])
+        self.method.load_state_dict(read_checkpoint(self.run.best)["method"])
         self.method.to(self.fabric.device).eval()
 
     def _check_fingerprint(self) -> None:
