@@ -81,3 +81,179 @@ def test_damaged_checkpoints_are_reported_for_eval_and_resume(
 def test_an_intact_checkpoint_verifies(finished: Path) -> None:
     state = read_checkpoint(finished / "best.ckpt")
     assert len(state["checksum"]) == 64
+
+
+# ---- runs in the wrong state -----------------------------------------------------------------
+def _invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_a_finished_run_is_not_resumed(finished: Path) -> None:
+    res = _invoke("train", "--resume", str(finished), "--epochs", "5")
+    assert res.exit_code == 2 and "is finished (its test split has been read)" in res.output
+
+
+def test_a_cosine_schedule_cannot_be_extended_on_resume(tmp_path: Path, monkeypatch) -> None:
+    run = _interrupted(tmp_path, monkeypatch, {"optim.schedule": "cosine", "train.epochs": 3})
+    res = _invoke("train", "--resume", str(run), "--epochs", "6")
+    assert res.exit_code == 2 and "cosine schedule over 3 epochs" in res.output, res.output
+
+
+def _interrupted(tmp_path: Path, monkeypatch, over: dict, after: int = 1) -> Path:
+    from unipair.engine.run_dir import RunDir
+
+    original = RunDir.write_metrics
+
+    def crash(self, history):
+        original(self, history)
+        if len(history) == after:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(RunDir, "write_metrics", crash)
+    with pytest.raises(KeyboardInterrupt):
+        unipair.train(_engine_config("joint", tmp_path, {"name": "cut", **over}))
+    monkeypatch.setattr(RunDir, "write_metrics", original)
+    return tmp_path / "cut"
+
+
+def test_resume_restores_a_deleted_metrics_csv(tmp_path: Path, monkeypatch, capsys) -> None:
+    run = _interrupted(tmp_path, monkeypatch, {"train.epochs": 3})
+    err = capsys.readouterr().err
+    assert f"continue with: unipair train --resume {run}" in err  # what Ctrl-C prints
+    (run / "metrics.csv").unlink()
+    result = unipair.train(run / "config.yaml", resume=run)
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 3
+    assert len(result.history) == 3
+
+
+def test_a_run_killed_before_its_first_epoch_says_how_to_start_over(tmp_path: Path) -> None:
+    run = tmp_path / "early"
+    run.mkdir()
+    cfg = _engine_config("joint", tmp_path, {"name": "early"})
+    (run / "config.yaml").write_text(unipair.RunConfig.from_mapping(cfg).to_yaml())
+    with pytest.raises(RunDirError, match=r"holds no finished epoch.*delete it to start over"):
+        unipair.train(cfg)
+    with pytest.raises(RunDirError, match="stopped before its first epoch ended; delete it"):
+        unipair.train(cfg, resume=run)
+
+
+# ---- two processes, one folder ----------------------------------------------------------------
+def test_a_locked_run_directory_is_refused(tmp_path: Path) -> None:
+    from unipair.errors import WriteError
+    from unipair.io import exclusive_lock
+
+    with (
+        exclusive_lock(tmp_path / "run", "training"),
+        pytest.raises(WriteError, match=r"in use by another unipair process \(pid \d+, training\)"),
+    ):
+        unipair.train(_engine_config("joint", tmp_path, {"name": "run"}))
+    # released: the same run now trains
+    assert unipair.train(_engine_config("joint", tmp_path, {"name": "run"})).summary
+
+
+def test_a_locked_compare_folder_is_refused(tmp_path: Path) -> None:
+    from unipair.errors import WriteError
+    from unipair.evaluation.compare import run_compare
+    from unipair.io import exclusive_lock
+
+    with exclusive_lock(tmp_path, "compare"), pytest.raises(WriteError, match="in use"):
+        run_compare([], tmp_path)
+
+
+# ---- full or read-only disks --------------------------------------------------------------------
+def test_a_full_disk_while_checkpointing_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from lightning_fabric import Fabric
+
+    def full_disk(self, path, state, *args, **kwargs):
+        Path(path).write_bytes(b"partial")  # what a full disk leaves behind
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Fabric, "save", full_disk)
+    cfg = _engine_config("joint", tmp_path, {"name": "run"})
+    res = _invoke("train", "--config", _write_yaml(tmp_path, cfg))
+    assert res.exit_code == 2, res.output
+    assert "cannot write" in res.output and "last.ckpt: no space left" in res.output
+    assert not list((tmp_path / "run").glob(".*tmp")), "a partial temporary file was left"
+
+
+def test_a_read_only_output_folder_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if "ro" in self.parts:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    cfg = _engine_config("joint", tmp_path / "ro", {"name": "run"})
+    res = _invoke("train", "--config", _write_yaml(tmp_path, cfg))
+    assert res.exit_code == 2 and "read-only file system" in res.output, res.output
+    res = _invoke("compare", "--config", _write_yaml(tmp_path, cfg), "--out", str(tmp_path / "ro"))
+    assert res.exit_code == 2 and "read-only file system" in res.output, res.output
+
+
+def _write_yaml(tmp_path: Path, cfg: dict) -> str:
+    import yaml
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "method"}))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_compare_workers_die_with_a_killed_compare(tmp_path: Path) -> None:
+    """kill -9 of ``compare --jobs 2`` leaves no worker training on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = _engine_config("joint", tmp_path, {"train.epochs": 500})
+    cfg.pop("method")
+    cfg.pop("out")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unipair", "compare", "-c", str(tmp_path / "c.yaml"),
+         "--methods", "joint,mla", "--seeds", "0", "--no-unimodal", "--jobs", "2",
+         "--threads", "1", "--out", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def children() -> list[int]:
+        found = []
+        for task in Path(f"/proc/{proc.pid}/task").glob("*"):
+            text = (task / "children").read_text() if (task / "children").exists() else ""
+            found += [int(c) for c in text.split()]
+        return found
+
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        time.sleep(0.5)
+        workers = children()
+    assert len(workers) >= 2, "the workers never started"
+    time.sleep(3)  # let them import and start training
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(alive(w) for w in workers):
+        time.sleep(0.2)
+    survivors = [w for w in workers if alive(w)]
+    for w in survivors:
+        os.kill(w, signal.SIGKILL)
+    assert not survivors, f"workers {survivors} outlived the killed compare"

@@ -19,6 +19,7 @@ __all__ = [
     "TrainingError",
     "UnipairError",
     "UnknownNameError",
+    "WriteError",
 ]
 
 
@@ -50,6 +51,11 @@ class DataNotFoundError(UnipairError, FileNotFoundError):
 
 class RunDirError(UnipairError):
     """A run directory is in the wrong state: taken, unfinished, not a run, or mismatched."""
+
+
+class WriteError(UnipairError, OSError):
+    """An output cannot be written: read-only or full disk, no permission, or in use by
+    another unipair process; the message names the path."""
 
 
 class TrainingError(UnipairError, RuntimeError):

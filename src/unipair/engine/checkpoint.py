@@ -25,6 +25,7 @@ from lightning_fabric import Fabric
 from torch import Tensor
 
 from unipair.errors import RunDirError
+from unipair.io import write_error
 
 __all__ = [
     "fabric_load",
@@ -108,9 +109,11 @@ def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         fabric.save(tmp, state)
-    except BaseException:
+    except BaseException as e:
         if fabric.is_global_zero:
             tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
     if fabric.is_global_zero:
         os.replace(tmp, path)

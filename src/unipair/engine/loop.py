@@ -9,7 +9,9 @@ written atomically, and ``last.ckpt`` holds all that an exact resume needs.
 from __future__ import annotations
 
 import math
+import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import torch
 from lightning_fabric import Fabric
 from torch import Tensor
 
+from unipair import errors
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import MultimodalDataset, fingerprint
 from unipair.data.splits import stratified_holdout
@@ -46,8 +49,8 @@ from unipair.engine.progress import make_reporter
 from unipair.engine.run_dir import RunDir, RunResult, default_run_name, environment_info
 from unipair.engine.samplers import GlobalBatchSampler, ShardBatchSampler
 from unipair.engine.state import TrainState
-from unipair.errors import ConfigError, RunDirError, TrainingError
-from unipair.io import write_text
+from unipair.errors import ConfigError, RunDirError, TrainingError, UnipairError
+from unipair.io import exclusive_lock, write_text
 from unipair.methods import EpochData, TrainStep
 from unipair.methods.base import row_counts
 from unipair.models.sync_batchnorm import convert_sync_batchnorm
@@ -58,10 +61,51 @@ __all__ = ["Trainer"]
 _HELDOUT_SEED_OFFSET = 104_729
 
 
+def _run_dir_problem(run: RunDir, resume: bool) -> str | None:
+    """Why ``run`` cannot be started (or resumed), with what to do instead; None if it can."""
+    files = [f.name for f in run.path.iterdir() if f.name != ".lock"]
+    if resume:
+        if not run.config.is_file():
+            return f"{run.path} is not a run directory (no config.yaml)"
+        if run.is_finished():
+            return (
+                f"{run.path} is finished (its test split has been read); start a new run to "
+                "train longer"
+            )
+        if not run.last.is_file():
+            return (
+                f"cannot resume {run.path}: it stopped before its first epoch ended; delete it "
+                "to start over"
+            )
+        return None
+    if not files:
+        return None
+    if run.is_finished():
+        return f"run directory {run.path} already exists (it is finished)"
+    if run.last.is_file():
+        return f"run directory {run.path} already exists (resume it with --resume {run.path})"
+    return (
+        f"run directory {run.path} already exists but holds no finished epoch (it stopped "
+        "before its first epoch ended); delete it to start over, or use another --name"
+    )
+
+
 class Trainer:
-    """One run: ``Trainer(fabric, cfg, resume).fit()``; each step of the protocol is a method."""
+    """One run: ``Trainer(fabric, cfg, resume).fit()``; each step of the protocol is a method.
+    ``close()`` (called by ``fit``) releases the run directory's lock."""
 
     def __init__(self, fabric: Fabric, cfg: RunConfig, resume: str | Path | None = None) -> None:
+        self._locks = ExitStack()
+        try:
+            self._setup(fabric, cfg, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._locks.close()
+
+    def _setup(self, fabric: Fabric, cfg: RunConfig, resume: str | Path | None) -> None:
         self.fabric, self.cfg = fabric, cfg
         self.t_start = self._epoch_start = time.perf_counter()
         fabric.seed_everything(cfg.train.seed, verbose=False)
@@ -116,21 +160,27 @@ class Trainer:
         return train.subset(kept), train.subset(held), info
 
     def _open_run_dir(self, resume: str | Path | None) -> RunDir:
+        """The run directory, locked by rank 0 for the whole run; every rank acts on rank 0's
+        verdict, so a refusal never leaves the other processes waiting."""
         fabric, cfg = self.fabric, self.cfg
         if resume is not None:
             run = RunDir(resume)
         else:
             name = cfg.name or default_run_name(cfg.dataset.name, cfg.method.name, cfg.train.seed)
             run = RunDir(Path(cfg.out) / fabric.broadcast(name, src=0))
-        # rank 0 looks before anyone writes, and every rank acts on its answer
-        taken = fabric.broadcast(run.path.exists() and any(run.path.iterdir()), src=0)
-        if resume is None and taken:
-            hint = "it is finished" if run.is_finished() else f"resume it with --resume {run.path}"
-            raise RunDirError(f"run directory {run.path} already exists ({hint})")
+        problem: tuple[str, str] | None = None
         if fabric.is_global_zero:
-            run.path.mkdir(parents=True, exist_ok=True)
-            write_text(run.config, cfg.to_yaml())
-        fabric.barrier()
+            try:
+                self._locks.enter_context(exclusive_lock(run.path, "training"))
+                why = _run_dir_problem(run, resume is not None)
+                problem = None if why is None else ("RunDirError", why)
+                if problem is None and resume is None:
+                    write_text(run.config, cfg.to_yaml())
+            except UnipairError as e:
+                problem = (type(e).__name__, str(e))
+        problem = fabric.broadcast(problem, src=0)
+        if problem is not None:
+            raise getattr(errors, problem[0], RunDirError)(problem[1])
         return run
 
     def _build_loaders(self) -> None:
@@ -188,6 +238,23 @@ class Trainer:
 
     # ---- the protocol ---------------------------------------------------------------------
     def fit(self) -> RunResult:
+        try:
+            return self._fit()
+        except KeyboardInterrupt:
+            self.reporter.close()
+            if self.fabric.is_global_zero:
+                last, path = self.state.epoch, self.run.path
+                kept = (
+                    f"epoch {last}; continue with: unipair train --resume {path}"
+                    if last >= 0
+                    else "no finished epoch; delete it to start over"
+                )
+                print(f"interrupted: {path} keeps {kept}", file=sys.stderr, flush=True)
+            raise
+        finally:
+            self.close()
+
+    def _fit(self) -> RunResult:
         epochs = self.cfg.train.epochs
         stopped_early = False
         for epoch in range(self.state.epoch + 1, epochs):
@@ -319,8 +386,6 @@ class Trainer:
     def restore(self) -> None:
         """Continue from ``last.ckpt``: weights, optimizer, schedule, progress and every RNG."""
         run = self.run
-        if not run.last.is_file():
-            raise RunDirError(f"cannot resume: {run.last} does not exist")
         rest = fabric_load(
             self.fabric,
             run.last,
@@ -338,6 +403,8 @@ class Trainer:
         self.state = TrainState.from_dict(rest["state"])
         set_rng_state(rest["rng"])
         self._repair_best()
+        if self.fabric.is_global_zero:  # metrics.csv may have been deleted: it is derived
+            run.write_metrics(self.state.history)
 
     def _repair_best(self) -> None:
         """A crash between writing last.ckpt and linking best.ckpt leaves an older best.ckpt:

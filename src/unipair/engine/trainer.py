@@ -15,6 +15,7 @@ from unipair.engine.config import RunConfig, load_config
 from unipair.engine.loop import Trainer
 from unipair.engine.precision import resolve_precision, warn_if_emulated
 from unipair.engine.run_dir import RunResult
+from unipair.errors import ConfigError, RunDirError
 
 __all__ = ["make_fabric", "train"]
 
@@ -69,17 +70,32 @@ def train(
     else:
         cfg = load_config(config)
     if resume is not None:
-        saved = load_config(Path(resume) / "config.yaml")
-        if cfg.train.epochs > saved.train.epochs:
-            saved.train.epochs = cfg.train.epochs
-        saved.logging = cfg.logging
-        cfg = saved
+        cfg = _resumed_config(Path(resume), cfg)
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     fabric = make_fabric(cfg)
     return fabric.launch(_fit, cfg, None if resume is None else str(resume))
+
+
+def _resumed_config(run_dir: Path, requested: RunConfig) -> RunConfig:
+    """The run's own config; the epoch budget may only grow (a smaller one is ignored), and
+    not under a cosine schedule, which is defined over the budget; logging may change."""
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir} is not a run directory (no config.yaml)")
+    saved = load_config(run_dir / "config.yaml")
+    epochs = requested.train.epochs
+    if epochs > saved.train.epochs:
+        if saved.optim.schedule == "cosine":
+            raise ConfigError(
+                f"--epochs {epochs}: {run_dir} uses a cosine schedule over "
+                f"{saved.train.epochs} epochs, which a longer budget would restart mid-way; "
+                "start a new run instead"
+            )
+        saved.train.epochs = epochs
+    saved.logging = requested.logging
+    return saved
 
 
 def _fit(fabric: Fabric, cfg: RunConfig, resume: str | None) -> RunResult:

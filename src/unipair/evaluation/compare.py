@@ -11,8 +11,12 @@ runs (a unimodal teacher is the unimodal reference), and trained before the runs
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
 import json
 import os
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -29,6 +33,7 @@ from unipair.engine.config import MethodConfig, RunConfig
 from unipair.engine.run_dir import RunDir
 from unipair.errors import RunDirError
 from unipair.evaluation.analysis import DEFAULT_RATES, analyze_run
+from unipair.io import exclusive_lock
 
 __all__ = ["CompareResult", "RunSpec", "aggregate", "plan_runs", "run_compare"]
 
@@ -184,6 +189,25 @@ def _execute(spec: RunSpec, threads: int, rates: Sequence[float]) -> dict[str, A
     }
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a worker ends when the compare process dies, even by ``kill -9``
+    (Linux: the kernel's parent-death signal; elsewhere a watcher thread)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
     """The first dotted key where two configs differ, with both values."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -220,8 +244,18 @@ def run_compare(
     """Run every spec (``jobs`` at a time, each in its own process) and aggregate.
 
     Each run uses ``threads`` torch threads (default: CPU cores // jobs)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out, "compare"):  # a second compare on OUT stops with a clear error
+        return _run_locked(specs, Path(out), jobs, rates, on_done, threads)
+
+
+def _run_locked(
+    specs: Sequence[RunSpec],
+    out: Path,
+    jobs: int,
+    rates: Sequence[float],
+    on_done: Callable[[dict[str, Any] | None, RunSpec, str | None], None] | None,
+    threads: int | None,
+) -> CompareResult:
     threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
     results: list[dict[str, Any]] = []
     failures: list[tuple[str, int, str]] = []
@@ -252,7 +286,12 @@ def run_compare(
             for spec in phase:
                 attempt(spec)
             continue
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            jobs,
+            mp_context=get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = {pool.submit(_execute, s, threads, rates): s for s in phase}
             for fut in as_completed(futures):
                 spec = futures[fut]
