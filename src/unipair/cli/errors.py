@@ -12,27 +12,35 @@ from contextlib import contextmanager
 from functools import wraps
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from unipair.errors import UnipairError
 
-#: a user's mistake; any other exception is a bug and keeps its traceback
-USER_ERRORS = (UnipairError, ValidationError)
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_user_error(e: BaseException) -> bool:
+    """A user's mistake; any other exception is a bug and keeps its traceback.
+
+    pydantic is looked up, not imported: the CLI starts without it, and an exception cannot be a
+    pydantic ``ValidationError`` unless pydantic was already loaded.
+    """
+    pydantic = sys.modules.get("pydantic")
+    return isinstance(e, UnipairError) or (
+        pydantic is not None and isinstance(e, pydantic.ValidationError)
+    )
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
     try:
         yield
-    except USER_ERRORS as e:
-        if os.environ.get("UNIPAIR_DEBUG"):
+    except Exception as e:
+        if not is_user_error(e) or os.environ.get("UNIPAIR_DEBUG"):
             raise
-        msg = str(e)
-        err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
 
 

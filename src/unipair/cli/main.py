@@ -1,4 +1,8 @@
-"""The ``unipair`` command."""
+"""The ``unipair`` command.
+
+Only typer, rich and the standard library are imported here; each command imports what it uses,
+so parsing and ``--help`` never wait for torch or Lightning.
+"""
 
 from __future__ import annotations
 
@@ -245,10 +249,12 @@ def _describe(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parse_options(items: list[str] | None) -> dict[str, Any]:
+    if not items:  # the config module loads the engine (Lightning): only when options are given
+        return {}
     from unipair.engine.config import yaml_load
 
     out: dict[str, Any] = {}
-    for item in items or []:
+    for item in items:
         if "=" not in item:
             raise ConfigError(f"--option {item!r}: expected key=value")
         k, v = item.split("=", 1)

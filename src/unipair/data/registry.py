@@ -1,28 +1,47 @@
-"""The dataset registry: ``create(name_or_npz_path, **options)`` and ``list_datasets()``."""
+"""The dataset registry: ``create(name_or_npz_path, **options)`` and ``list_datasets()``.
+
+The built-in loaders are registered as ``"module:function"`` paths and imported on first use,
+so importing the registry and listing names load no loader (nor torch, scikit-learn).
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from unipair.data.avdigits import load_avdigits
-from unipair.data.dataset import MultimodalData
-from unipair.data.handwritten import load_handwritten
-from unipair.data.npz import load_npz
-from unipair.data.synthetic import load_synthetic
 from unipair.errors import ConfigError, UnknownNameError
 from unipair.registry import Registry
 
+if TYPE_CHECKING:
+    from unipair.data.dataset import MultimodalData
+
 __all__ = ["DatasetEntry", "create", "dataset_options", "list_datasets", "register_dataset"]
+
+_NPZ_LOADER = "unipair.data.npz:load_npz"
+
+
+def _resolve(loader: Callable[..., MultimodalData] | str) -> Callable[..., MultimodalData]:
+    """The loader itself; a ``"module:function"`` path is imported here, on first use."""
+    if callable(loader):
+        return loader
+    module, _, name = loader.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    factory: Callable[..., MultimodalData]
+    """A registered dataset: its loader (or the loader's ``"module:function"`` path)."""
+
+    loader: Callable[..., MultimodalData] | str
     description: str
+
+    @property
+    def factory(self) -> Callable[..., MultimodalData]:
+        return _resolve(self.loader)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
@@ -36,13 +55,23 @@ def register_dataset(name: str, description: str) -> Callable[[Callable], Callab
     return decorator
 
 
-register_dataset("handwritten", "UCI Multiple Features: 6 views of 2000 digits (embedded)")(
-    load_handwritten
+DATASETS.register("handwritten")(
+    DatasetEntry(
+        "unipair.data.handwritten:load_handwritten",
+        "UCI Multiple Features: 6 views of 2000 digits (embedded)",
+    )
 )
-register_dataset("synthetic", "seeded generator with a chosen dominant modality")(load_synthetic)
-register_dataset(
-    "avdigits", "FSDD spoken digits paired with MNIST images (audio + image; needs local data)"
-)(load_avdigits)
+DATASETS.register("synthetic")(
+    DatasetEntry(
+        "unipair.data.synthetic:load_synthetic", "seeded generator with a chosen dominant modality"
+    )
+)
+DATASETS.register("avdigits")(
+    DatasetEntry(
+        "unipair.data.avdigits:load_avdigits",
+        "FSDD spoken digits paired with MNIST images (audio + image; needs local data)",
+    )
+)
 
 
 def is_npz_path(name: str) -> bool:
@@ -55,7 +84,7 @@ def list_datasets() -> list[str]:
 
 def dataset_options(name: str) -> dict[str, Any]:
     """Options a dataset accepts, with their defaults (``inspect.Parameter.empty`` if required)."""
-    factory = load_npz if is_npz_path(name) else DATASETS.get(name).factory
+    factory = _resolve(_NPZ_LOADER) if is_npz_path(name) else DATASETS.get(name).factory
     params = list(inspect.signature(factory).parameters.values())
     return {p.name: p.default for p in params if p.name != "path"}
 
@@ -64,7 +93,7 @@ def create(name: str, **options: Any) -> MultimodalData:
     """Load a registered dataset by name, or a user's ``.npz`` file by path."""
     if is_npz_path(name):
         _check_options(name, options)
-        return load_npz(name, **options)
+        return _resolve(_NPZ_LOADER)(name, **options)
     if name not in DATASETS:
         raise UnknownNameError(DATASETS.unknown_message(name) + " (or give a path to an .npz file)")
     _check_options(name, options)
