@@ -66,3 +66,24 @@ def test_methods_and_datasets_listings() -> None:
     assert "handwritten" in out and "1400/200/400" in out
     out = _invoke("datasets", "show", "handwritten").output
     assert "class balance" in out and "fingerprint" in out
+
+
+def test_no_test_flag_reads_no_test_split(tmp_path: Path) -> None:
+    res = _invoke("train", "--dataset", "handwritten", "--epochs", "1", "--no-test",
+                  "--accelerator", "cpu", "--out", str(tmp_path), "--name", "r",
+                  "--set", "logging.progress=none")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "test split not read" in res.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["test"] is None and summary["val"]["acc"] > 0.5
+
+
+def test_a_genuine_bug_keeps_its_traceback(monkeypatch) -> None:
+    import unipair.engine.trainer as trainer
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug, not a user's mistake")
+
+    monkeypatch.setattr(trainer, "train", bug)
+    with pytest.raises(ZeroDivisionError):
+        runner.invoke(app, ["train", "--epochs", "1"], catch_exceptions=False)

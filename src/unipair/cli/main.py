@@ -48,6 +48,7 @@ def _base_overrides(**flags: Any) -> dict[str, Any]:
         "precision": "fabric.precision",
         "out": "out",
         "name": "name",
+        "test": "train.test",
     }
     return {keys[k]: v for k, v in flags.items() if v is not None}
 
@@ -77,12 +78,21 @@ def train(
     devices: Annotated[str | None, typer.Option(help="number of devices, or ids: 0,1")] = None,
     accelerator: Annotated[str | None, typer.Option(help="cpu, gpu, auto")] = None,
     strategy: Annotated[str | None, typer.Option(help="auto, ddp, ddp_spawn, ...")] = None,
-    precision: Annotated[str | None, typer.Option(help="32-true, bf16-mixed, 16-mixed")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="32-true, bf16-mixed, 16-mixed, or auto (fastest native one)"),
+    ] = None,
     out: Annotated[str | None, typer.Option(help="parent folder for run directories")] = None,
     name: Annotated[str | None, typer.Option(help="run directory name")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="continue an interrupted run directory")
     ] = None,
+    test: Annotated[
+        bool,
+        typer.Option(
+            "--test/--no-test", help="read the test split once at the end (--no-test: tuning)"
+        ),
+    ] = True,
 ) -> None:
     """Train one method on one dataset; select on validation; test once at the end."""
     from unipair.engine.config import load_config
@@ -105,10 +115,16 @@ def train(
             precision=precision,
             out=out,
             name=name,
+            test=None if test else False,
         )
         result = run_train(load_config(config, set_ or [], base))
-    if result.summary:
-        _print_metrics("test metrics (best validation epoch)", result.summary["test"])
+    summary = result.summary
+    if summary and summary["test"] is not None:
+        _print_metrics("test metrics (best validation epoch)", summary["test"])
+    elif summary:
+        _print_metrics("validation metrics (best epoch)", summary["val"])
+        console.print("test split not read (--no-test)", highlight=False)
+    if summary:
         console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
 
 
