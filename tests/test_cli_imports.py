@@ -78,7 +78,14 @@ def test_methods_loads_torch_but_no_engine_metrics_or_sklearn(tmp_path: Path) ->
     assert _loaded(CLI, "methods", tmp_path=tmp_path) & HEAVY == {"torch"}
 
 
-@pytest.mark.parametrize("args", [["datasets"], ["datasets", "show", "synthetic"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["datasets"],
+        ["datasets", "show", "synthetic"],
+        ["datasets", "show", "synthetic", "--option", "num_samples=120"],
+    ],
+)
 def test_datasets_load_no_lightning_or_torchmetrics(args: list[str], tmp_path: Path) -> None:
     loaded = _loaded(CLI, *args, tmp_path=tmp_path)
     assert "torch" in loaded  # the datasets were really loaded and described
