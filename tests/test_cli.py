@@ -32,8 +32,7 @@ def test_eval_with_missing_modality(run_dir: Path) -> None:
     full = json.loads(_invoke("eval", str(run_dir), "--json").output)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert full["acc"] == pytest.approx(summary["test"]["acc"])
-    res = _invoke("eval", str(run_dir), "--json", "--missing-rate", "1.0",
-                  "--missing-modality", "fac")  # fmt: skip
+    res = _invoke("eval", str(run_dir), "--json", "--missing-modality", "fac")  # rate 1
     hidden = json.loads(res.output)
     assert hidden["acc/fac"] != hidden["acc/fac"]  # NaN: never present
     assert hidden["acc/pix"] == pytest.approx(full["acc/pix"])
@@ -50,6 +49,8 @@ def test_eval_with_missing_modality(run_dir: Path) -> None:
         (["eval", "/nonexistent/run"], "is not a run directory"),
         (["eval", ".", "--missing-rate", "2"], "--missing-rate must be within [0, 1]"),
         (["datasets", "show", "nope"], "unknown dataset 'nope'"),
+        (["train", "--seed", "-1"], "--seed"),
+        (["compare", "--seeds", "a,b"], "--seeds: expected comma-separated integers"),
     ],
 )
 def test_user_errors_are_one_clear_line(args: list[str], message: str) -> None:

@@ -76,7 +76,8 @@ def test_handwritten_root_error_names_path(tmp_path: Path) -> None:
 
 
 def _write(path: Path, **arrays) -> str:
-    np.savez(path, **arrays)
+    with open(path, "wb") as f:  # np.savez(path) would append .npz to MINE.NPZ
+        np.savez(f, **arrays)
     return str(path)
 
 
@@ -129,6 +130,19 @@ def test_npz_roundtrip_with_and_without_split(tmp_path: Path) -> None:
             lambda a: a.update(split=np.where(a["label"] == 2, "test", "train")),
             r"array 'label' has class\(es\) \[2\] with no training sample",
         ),
+        (
+            lambda a: a.update(text=a["text"] * 1j),
+            r"array 'text' is complex \(complex\d+\); store real features",
+        ),
+        (
+            lambda a: a["label"].__setitem__(0, 10**9),
+            r"array 'label' has the value 1000000000, but with 60 samples",
+        ),
+        (
+            lambda a: a.update(text=a["text"].astype(np.float64) * 1e300),
+            r"array 'text' has values up to .*beyond float32",
+        ),
+        (lambda a: a.update({"te.xt": a.pop("text")}), r"array 'te.xt'.*rename the array"),
     ],
     ids=[
         "differing-N",
@@ -141,6 +155,10 @@ def test_npz_roundtrip_with_and_without_split(tmp_path: Path) -> None:
         "empty-array",
         "no-label",
         "class-without-train",
+        "complex",
+        "huge-label",
+        "beyond-float32",
+        "dot-in-name",
     ],
 )
 def test_npz_validation_errors_name_the_array(tmp_path: Path, change, message: str) -> None:
@@ -156,9 +174,30 @@ def test_npz_missing_or_corrupt_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nothere\.npz"):
         datasets.create(str(tmp_path / "nothere.npz"))
     bad = tmp_path / "corrupt.npz"
-    bad.write_bytes(b"not a zip at all")
+    bad.write_bytes(b"PK not a zip at all")
     with pytest.raises(NpzFormatError, match=r"corrupt\.npz: not a readable"):
         datasets.create(str(bad))
+    text = tmp_path / "table.npz"
+    text.write_text("1,2,3\n")
+    with pytest.raises(NpzFormatError, match=r"table\.npz is not a zip archive \(a text file\?\)"):
+        datasets.create(str(text))
+    single = tmp_path / "one.npz"
+    with open(single, "wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(NpzFormatError, match=r"one\.npz is a single \.npy array"):
+        datasets.create(str(single))
+    folder = tmp_path / "folder.npz"
+    folder.mkdir()
+    with pytest.raises(NpzFormatError, match=r"folder\.npz is a directory"):
+        datasets.create(str(folder))
+
+
+def test_npz_upper_case_suffix_and_one_feature_modalities(tmp_path: Path) -> None:
+    arrays = _good()
+    arrays["scalar"] = np.arange(60, dtype=np.float32)  # [N]: one feature per sample
+    path = _write(tmp_path / "MINE.NPZ", **arrays)
+    data = datasets.create(path)
+    assert data.spec["scalar"].shape == (1,)
 
 
 # ---- synthetic -------------------------------------------------------------------------------

@@ -257,3 +257,53 @@ def test_compare_workers_die_with_a_killed_compare(tmp_path: Path) -> None:
     for w in survivors:
         os.kill(w, signal.SIGKILL)
     assert not survivors, f"workers {survivors} outlived the killed compare"
+
+
+# ---- settings the machine cannot honour -------------------------------------------------------
+def test_a_gpu_where_there_is_none_is_one_line(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    res = _invoke("train", "--accelerator", "gpu", "--epochs", "1", "--out", str(tmp_path))
+    assert res.exit_code == 2 and "no CUDA GPU is visible here" in res.output, res.output
+
+
+@pytest.mark.slow
+def test_two_devices_with_the_default_strategy_train_mla(tmp_path: Path) -> None:
+    """``--devices 2`` alone picks a DDP strategy that tolerates MLA's unused parameters."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "unipair", "train", "--method", "mla", "--epochs", "1",
+           "--accelerator", "cpu", "--devices", "2", "--out", str(tmp_path), "--name", "r",
+           "--set", "logging.progress=none"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["world_size"] == 2
+
+
+def test_images_too_small_for_the_encoder_name_the_modality(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, img=rng.normal(size=(90, 1, 4, 4)), vec=rng.normal(size=(90, 3)),
+             label=np.arange(90) % 3)  # fmt: skip
+    res = _invoke("train", "--dataset", str(path), "--epochs", "1", "--out", str(tmp_path))
+    assert res.exit_code == 2, res.output
+    assert "modality 'img' (shape [1, 4, 4])" in res.output and "at least 8x8" in res.output
+
+
+def test_classes_too_small_to_split_say_what_is_needed(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = tmp_path / "rare.npz"
+    labels = np.array([0] * 40 + [1] * 40 + [2])  # class 2 has one sample
+    np.savez(path, a=np.zeros((81, 2)), b=np.ones((81, 2)), label=labels)
+    res = _invoke("datasets", "show", str(path))
+    assert res.exit_code == 2, res.output
+    for part in ("class-stratified test part", "at least 2 samples", "the smallest has 1",
+                 "'split' array"):  # fmt: skip
+        assert part in res.output, res.output
+    assert "test_size" not in res.output  # not scikit-learn's wording

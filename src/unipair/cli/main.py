@@ -73,7 +73,7 @@ def train(
     ] = None,
     set_: SetOpt = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
-    seed: Annotated[int | None, typer.Option(help="training seed")] = None,
+    seed: Annotated[int | None, typer.Option(help="training seed", min=0)] = None,
     batch_size: Annotated[int | None, typer.Option(help="global batch size")] = None,
     devices: Annotated[str | None, typer.Option(help="number of devices, or ids: 0,1")] = None,
     accelerator: Annotated[str | None, typer.Option(help="cpu, gpu, auto")] = None,
@@ -134,8 +134,11 @@ def eval_(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
     split: Annotated[str, typer.Option(help="train, val or test")] = "test",
     missing_rate: Annotated[
-        float, typer.Option(help="hide modalities in this fraction of samples")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="hide modalities in this fraction of samples [0; 1 with --missing-modality]"
+        ),
+    ] = None,
     missing_modality: Annotated[str | None, typer.Option(help="hide only this modality")] = None,
     missing_seed: Annotated[int, typer.Option(help="seed of the missing masks")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
@@ -143,6 +146,8 @@ def eval_(
     """Evaluate a finished run's best checkpoint, optionally with missing modalities."""
     from unipair.evaluation.evaluate import evaluate
 
+    if missing_rate is None:  # a named modality without a rate is hidden everywhere
+        missing_rate = 1.0 if missing_modality is not None else 0.0
     if not 0.0 <= missing_rate <= 1.0:
         raise ConfigError(f"--missing-rate must be within [0, 1], got {missing_rate}")
     metrics = evaluate(run_dir, split, missing_rate, missing_modality, missing_seed)
@@ -155,13 +160,14 @@ def eval_(
         _print_metrics(what, metrics)
 
 
-def _csv_list(value: str | None, cast: Any) -> list[Any] | None:
+def _csv_list(value: str | None, cast: Any, option: str) -> list[Any] | None:
     if value is None:
         return None
     try:
         return [cast(v.strip()) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"expected a comma-separated list, got {value!r}") from None
+        kind = "integers" if cast is int else "values"
+        raise ConfigError(f"{option}: expected comma-separated {kind}, got {value!r}") from None
 
 
 @app.command()
@@ -199,8 +205,8 @@ def compare(
 
     result = run_compare_command(
         dataset=dataset,
-        methods=_csv_list(methods, str),
-        seeds=_csv_list(seeds, int),
+        methods=_csv_list(methods, str, "--methods"),
+        seeds=_csv_list(seeds, int, "--seeds"),
         config=config,
         overrides=set_ or [],
         jobs=jobs,

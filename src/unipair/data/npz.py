@@ -20,6 +20,9 @@ from unipair.errors import DataFormatError, DataNotFoundError
 __all__ = ["NpzFormatError", "load_npz"]
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 class NpzFormatError(DataFormatError):
     """The file does not follow the documented npz layout; the message says where."""
 
@@ -61,16 +64,33 @@ def load_npz(
     )
 
 
-def _read_and_validate(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+def _open(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the archive, with a clear error for what is not an .npz archive."""
+    if path.is_dir():
+        raise NpzFormatError(f"{path} is a directory; expected an .npz file")
     if not path.is_file():
         raise DataNotFoundError(
             f"{path}: no such file; expected an .npz with one array per modality and 'label'"
         )
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise NpzFormatError(
+            f"{path} is a single .npy array, not an .npz archive; save the modalities and "
+            "'label' together with np.savez"
+        )
+    if not magic.startswith(b"PK"):
+        kind = "empty" if not magic else "not a zip archive (a text file?)"
+        raise NpzFormatError(f"{path} is {kind}; expected an .npz written by np.savez")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise NpzFormatError(f"{path}: not a readable .npz file ({e})") from None
+
+
+def _read_and_validate(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    arrays = _open(path)
     if "label" not in arrays:
         raise NpzFormatError(f"{path}: array 'label' is missing; arrays are {sorted(arrays)}")
     labels = arrays.pop("label")
@@ -90,6 +110,11 @@ def _read_and_validate(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, n
     n = len(labels)
     if labels.min() < 0:
         raise NpzFormatError(f"{path}: array 'label' has negative values; expected integers 0..C-1")
+    if labels.max() >= n:  # before building range(C): one label of 1e9 must not exhaust memory
+        raise NpzFormatError(
+            f"{path}: array 'label' has the value {labels.max()}, but with {n} samples the "
+            f"classes must be 0..C-1 with C <= {n}"
+        )
     present_classes = np.unique(labels)
     c = int(labels.max()) + 1
     if len(present_classes) < 2:
@@ -100,18 +125,36 @@ def _read_and_validate(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, n
             f"{path}: array 'label' values must be 0..C-1 with every class used; "
             f"class(es) {gaps} never occur"
         )
-    for name, x in arrays.items():
+    for name in list(arrays):
+        if "." in name or "/" in name:
+            raise NpzFormatError(
+                f"{path}: array {name!r}: modality names cannot contain '.' or '/' (they are "
+                "config keys and metric names); rename the array"
+            )
+        x = arrays[name]
+        if x.ndim == 1 and x.shape[0] == n:  # one number per sample: a single feature
+            x = arrays[name] = x[:, None]
         if x.ndim < 1 or x.shape[0] != n:
             raise NpzFormatError(
                 f"{path}: array {name!r} has shape {x.shape}, expected [N={n}, ...] like 'label'"
             )
         if x.size == 0:
             raise NpzFormatError(f"{path}: array {name!r} is empty (shape {x.shape})")
+        if np.issubdtype(x.dtype, np.complexfloating):
+            raise NpzFormatError(
+                f"{path}: array {name!r} is complex ({x.dtype}); store real features (e.g. "
+                "the magnitude, or real and imaginary parts as channels)"
+            )
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise NpzFormatError(f"{path}: array {name!r} must be numeric, got {x.dtype}")
         if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
             bad = int(np.count_nonzero(~np.isfinite(x).reshape(n, -1).all(1)))
             raise NpzFormatError(f"{path}: array {name!r} has NaN or inf values in {bad} rows")
+        if x.dtype.itemsize > 4 and x.size and float(np.abs(x).max()) > _FLOAT32_MAX:
+            raise NpzFormatError(
+                f"{path}: array {name!r} has values up to {float(np.abs(x).max()):.3g}, beyond "
+                f"float32 (the training dtype, max {_FLOAT32_MAX:.3g}); rescale it"
+            )
     if split is not None:
         if split.shape != (n,):
             raise NpzFormatError(f"{path}: array 'split' has shape {split.shape}, expected ({n},)")

@@ -75,7 +75,8 @@ DATASETS.register("avdigits")(
 
 
 def is_npz_path(name: str) -> bool:
-    return name.endswith(".npz") or Path(name).suffix == ".npz"
+    """A path to a user's ``.npz`` (any case: ``MINE.NPZ`` too)."""
+    return Path(name).suffix.lower() == ".npz"
 
 
 def list_datasets() -> list[str]:

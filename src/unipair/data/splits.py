@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.model_selection import train_test_split
 
@@ -16,16 +18,21 @@ def stratified_holdout(
     """Split ``indices`` into (kept, held out) with ``fraction`` held out in every class."""
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"{what} fraction must be in (0, 1), got {fraction}")
-    try:
-        kept, held = train_test_split(
-            indices, test_size=fraction, random_state=seed, stratify=labels[indices], shuffle=True
-        )
-    except ValueError as e:
-        counts = np.bincount(labels[indices])
+    counts = np.bincount(labels[indices])
+    counts = counts[counts > 0]
+    n, classes = len(indices), len(counts)
+    held_rows = math.ceil(fraction * n)
+    if counts.min() < 2 or held_rows < classes or n - held_rows < classes:
         raise DataFormatError(
-            f"cannot carve a stratified {what} split of {fraction:.0%} from {len(indices)} samples "
-            f"with class counts {counts.tolist()}: {e}"
-        ) from None
+            f"cannot carve a class-stratified {what} part of {fraction:.0%} from {n} samples "
+            f"({held_rows} rows) with {classes} classes: every class needs at least 2 samples "
+            f"(the smallest has {counts.min()}) and each side at least one row per class; "
+            f"use more data or a larger {what} fraction, or give the split yourself (a 'split' "
+            "array in an .npz)"
+        )
+    kept, held = train_test_split(
+        indices, test_size=fraction, random_state=seed, stratify=labels[indices], shuffle=True
+    )
     return np.sort(kept), np.sort(held)
 
 

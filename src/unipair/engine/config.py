@@ -130,7 +130,7 @@ class TrainConfig(StrictModel):
         1, ge=1, description="micro-batches per optimizer step (gradient accumulation)"
     )
     eval_batch_size: int = Field(512, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="training seed")
     deterministic: bool = False
     early_stopping_patience: int | None = Field(None, ge=1)
     monitor: Literal["acc", "f1", "loss"] = Field("acc", description="validation metric")

@@ -67,7 +67,7 @@ def _fmt(v: Any) -> Any:
 
 
 def default_run_name(dataset: str, method: str, seed: int) -> str:
-    stem = Path(dataset).stem if dataset.endswith(".npz") else dataset
+    stem = Path(dataset).stem if Path(dataset).suffix.lower() == ".npz" else dataset
     return f"{stem}-{method}-s{seed}-{datetime.now():%Y%m%d-%H%M%S-%f}"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 from lightning_fabric.strategies import DDPStrategy
+from lightning_fabric.utilities.imports import _IS_INTERACTIVE
 
 from unipair.engine.config import RunConfig, load_config
 from unipair.engine.loop import Trainer
@@ -26,7 +27,10 @@ _DDP_START = {"ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
 def make_fabric(cfg: RunConfig) -> Fabric:
     """The Fabric of a run, with the precision resolved (``auto``) and DDP tolerant of unused
     parameters."""
+    _check_accelerator(cfg.fabric.accelerator)
     strategy: Any = cfg.fabric.strategy
+    if strategy == "auto" and _process_count(cfg) > 1:  # Fabric's choice, unused-tolerant
+        strategy = "ddp_fork" if _IS_INTERACTIVE else "ddp"
     if strategy == "ddp":
         strategy = "ddp_find_unused_parameters_true"
     elif strategy in _DDP_START:
@@ -51,6 +55,30 @@ def make_fabric(cfg: RunConfig) -> Fabric:
     )
     warn_if_emulated(fabric.strategy.precision.precision, fabric.device.type)
     return fabric
+
+
+def _check_accelerator(accelerator: str) -> None:
+    """A GPU asked for where none is visible is the user's setting, not a bug."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(
+            f"--accelerator {accelerator}: no CUDA GPU is visible here (torch {torch.__version__}"
+            f", {build}); use --accelerator cpu or auto"
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--accelerator mps: Apple's MPS is not available here; use cpu or auto")
+
+
+def _process_count(cfg: RunConfig) -> int:
+    """Processes the run will use (1 where ``devices`` leaves it to Fabric)."""
+    devices = cfg.fabric.devices
+    if isinstance(devices, list):
+        count = len(devices)
+    elif isinstance(devices, int) or str(devices).isdigit():
+        count = int(devices)
+    else:
+        count = 1
+    return max(count, 1) * cfg.fabric.num_nodes
 
 
 def train(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from rich.console import Console
@@ -48,7 +48,7 @@ class CompareOptions(StrictModel):
     """The optional ``compare:`` section of a config file (command-line flags win)."""
 
     methods: list[str] = Field(default_factory=lambda: ["joint", "ogm_ge", "mla", "pgm"])
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(default_factory=lambda: [0, 1, 2])
     hparams: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-method hyperparameters, e.g. {mla: {alpha: 1}}"
     )

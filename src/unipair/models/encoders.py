@@ -97,6 +97,13 @@ class CNNEncoder(Encoder):
         super().__init__()
         if len(input_shape) != 3:
             raise ConfigError(f"cnn encoder needs [C, H, W] inputs, got shape {list(input_shape)}")
+        smallest = 2 ** len(channels)  # every block halves the image (max pooling)
+        if min(input_shape[1:]) < smallest:
+            raise ConfigError(
+                f"cnn encoder with {len(channels)} blocks needs images of at least "
+                f"{smallest}x{smallest}, got {list(input_shape)}; give fewer channels "
+                "(encoder option channels) or another encoder"
+            )
         layers: list[nn.Module] = []
         cin = input_shape[0]
         for cout in channels:

@@ -69,17 +69,14 @@ def build_encoders(
             f"model.encoders names unknown modalities {unknown}; this dataset has {task.names}"
         )
     fallback = config.encoders.get("*", EncoderConfig())
-    return nn.ModuleDict(
-        {
-            m: create_encoder(
-                config.encoders.get(m, fallback).name,
-                task[m].shape,
-                config.width,
-                **config.encoders.get(m, fallback).options,
-            )
-            for m in names
-        }
-    )
+    encoders = {}
+    for m in names:
+        enc = config.encoders.get(m, fallback)
+        try:
+            encoders[m] = create_encoder(enc.name, task[m].shape, config.width, **enc.options)
+        except ConfigError as e:
+            raise ConfigError(f"modality {m!r} (shape {list(task[m].shape)}): {e}") from None
+    return nn.ModuleDict(encoders)
 
 
 def encode_present(
