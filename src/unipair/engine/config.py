@@ -156,6 +156,7 @@ class FabricConfig(StrictModel):
 
 class LoggingConfig(StrictModel):
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
+    label: str | None = Field(None, description="shown before every progress line")
     tensorboard: bool = False
     save_predictions: bool = Field(True, description="write test_predictions.npz")
 

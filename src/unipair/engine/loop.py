@@ -131,7 +131,10 @@ class Trainer:
         self._build_loaders()
         self.step = self._train_step()
         self.step.global_step = self.state.global_step
-        self.reporter = make_reporter(cfg.logging.progress, fabric.is_global_zero)
+        label = cfg.logging.label
+        self.reporter = make_reporter(
+            cfg.logging.progress, fabric.is_global_zero, f"{label}: " if label else ""
+        )
 
     # ---- set-up ---------------------------------------------------------------------------
     def _check_accumulation(self) -> None:

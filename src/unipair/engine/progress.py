@@ -28,11 +28,16 @@ class Reporter:
 class PlainReporter(Reporter):
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
+        self.epochs = 0
+
+    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        self.epochs = epochs
 
     def end_epoch(self, row: dict[str, Any], best: bool) -> None:
         keys = ("train/loss", "val/acc", "val/f1", "val/loss")
         mark = " *" if best else ""
-        print(f"{self.prefix}epoch {row['epoch']:>3}  {_short(row, keys)}{mark}", flush=True)
+        done = f"{row['epoch'] + 1}/{self.epochs}"
+        print(f"{self.prefix}epoch {done:>7}  {_short(row, keys)}{mark}", flush=True)
 
     def message(self, text: str) -> None:
         print(f"{self.prefix}{text}", flush=True)

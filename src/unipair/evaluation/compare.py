@@ -96,7 +96,8 @@ def _spec(
     cfg.train.seed = int(seed)
     cfg.out = str(runs_root / label.replace(":", "-"))
     cfg.name = f"seed{seed}"
-    cfg.logging.progress = "none"
+    cfg.logging.progress = "plain"  # one prefixed line per epoch: progress, not silence
+    cfg.logging.label = f"{label} seed {seed}"
     return RunSpec(label, int(seed), cfg.model_dump(mode="json"), data_fingerprint)
 
 
@@ -139,7 +140,8 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """What must match for a finished run to be reused: everything but where it lives and
     how progress is shown."""
     out = copy.deepcopy({k: v for k, v in cfg.items() if k not in ("name", "out")})
-    out.get("logging", {}).pop("progress", None)
+    for key in ("progress", "label"):
+        out.get("logging", {}).pop(key, None)
     return out
 
 
