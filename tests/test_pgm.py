@@ -15,7 +15,6 @@ from unipair import methods
 from unipair.data.synthetic import load_synthetic
 from unipair.engine.config import ConfigError, OptimConfig, load_config
 from unipair.engine.optim import build_optimizer, check_parameter_groups
-from unipair.errors import RunDirError
 from unipair.models.pgm import ModalPartitioner, PairedLearner
 from unipair.pgm import PgMAdapter, PgMConfig
 
@@ -407,22 +406,15 @@ def test_handwritten_epoch_is_fast(tiny_run: Path) -> None:
     assert min(float(r[key]) for r in rows) < 2.0
 
 
-def test_visualize_pgm_writes_figures(tiny_run: Path, tmp_path: Path) -> None:
-    from unipair.evaluation.pgm_viz import visualize_pgm
+def test_pgm_report_writes_figures(tiny_run: Path, tmp_path: Path) -> None:
+    from unipair.evaluation.reports.pgm import pgm_report
 
     t0 = time.perf_counter()
-    paths = visualize_pgm(tiny_run, tmp_path / "viz", max_points=300)
+    figures = pgm_report(tiny_run, tmp_path, max_points=300)
     assert time.perf_counter() - t0 < 30
-    names = {p.name for p in paths}
+    names = {f.path.name for f in figures}
     assert names == {"pgm_tsne.png", "pgm_partition.png", "pgm_accuracy.png"}
-    for p in paths:
-        assert p.is_file() and p.stat().st_size > 10_000, p
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_visualize_pgm_rejects_other_methods(tmp_path: Path) -> None:
-    from unipair.evaluation.pgm_viz import visualize_pgm
-
-    (tmp_path / "config.yaml").write_text("method: {name: joint}\n")
-    with pytest.raises(RunDirError, match="needs 'pgm'"):
-        visualize_pgm(tmp_path)
+    for f in figures:
+        assert f.path.parent == tmp_path and f.path.stem == f.name and f.caption, f
+        assert f.path.is_file() and f.path.stat().st_size > 10_000, f
+        assert f.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
