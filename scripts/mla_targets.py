@@ -152,7 +152,7 @@ def weight_distribution(out: Path, dataset: str, tag: str, seeds: list[int]) -> 
     """Fusion-weight distribution on test (per modality, pooled over the seeds' runs)."""
     import numpy as np
 
-    from unipair.methods.mla import fusion_weight_summary
+    from unipair.evaluation.reports.mla import fusion_weight_summary
 
     pooled: dict[str, np.ndarray] = {}
     for seed in seeds:

@@ -17,13 +17,8 @@ from unipair.data.missing import missing_masks
 from unipair.data.synthetic import load_synthetic
 from unipair.engine.config import ConfigError, load_config
 from unipair.engine.predict import build_method, load_data
-from unipair.methods.mla import (
-    MLA,
-    fuse_logits,
-    fusion_weight_summary,
-    fusion_weights,
-    owm_update,
-)
+from unipair.evaluation.reports.mla import fusion_weight_summary
+from unipair.methods.mla import MLA, fuse_logits, fusion_weights, owm_update
 
 torch.set_num_threads(1)
 

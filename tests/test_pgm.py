@@ -4,7 +4,6 @@ OGM-GE on top, and the figures of a finished run."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from unipair import methods
 from unipair.data.synthetic import load_synthetic
 from unipair.engine.config import ConfigError, OptimConfig, load_config
 from unipair.engine.optim import build_optimizer, check_parameter_groups
-from unipair.errors import RunDirError
 from unipair.models.pgm import ModalPartitioner, PairedLearner
 from unipair.pgm import PgMAdapter, PgMConfig
 
@@ -398,22 +396,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return unipair.train(cfg).run_dir
 
 
-def test_visualize_pgm_writes_figures(tiny_run: Path, tmp_path: Path) -> None:
-    from unipair.evaluation.pgm_viz import visualize_pgm
+def test_pgm_report_writes_figures(tiny_run: Path, tmp_path: Path) -> None:
+    from unipair.evaluation.reports.pgm import pgm_report
 
-    t0 = time.perf_counter()
-    paths = visualize_pgm(tiny_run, tmp_path / "viz", max_points=300)
-    assert time.perf_counter() - t0 < 30
-    names = {p.name for p in paths}
+    figures = pgm_report(tiny_run, tmp_path, max_points=300)
+    names = {f.path.name for f in figures}
     assert names == {"pgm_tsne.png", "pgm_partition.png", "pgm_accuracy.png"}
-    for p in paths:
-        assert p.is_file() and p.stat().st_size > 10_000, p
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_visualize_pgm_rejects_other_methods(tmp_path: Path) -> None:
-    from unipair.evaluation.pgm_viz import visualize_pgm
-
-    (tmp_path / "config.yaml").write_text("method: {name: joint}\n")
-    with pytest.raises(RunDirError, match="needs 'pgm'"):
-        visualize_pgm(tmp_path)
+    for f in figures:
+        assert f.path.parent == tmp_path and f.path.stem == f.name and f.caption, f
+        assert f.path.is_file() and f.path.stat().st_size > 10_000, f
+        assert f.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

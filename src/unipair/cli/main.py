@@ -224,14 +224,15 @@ def compare(
 @app.command()
 @friendly
 def viz(
-    run_dir: Annotated[Path, typer.Argument(help="a finished PgM run directory")],
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
     out: Annotated[Path | None, typer.Option(help="folder for the PNGs [RUN_DIR/viz]")] = None,
 ) -> None:
-    """Partition figures of a PgM run: t-SNE of uni/paired features, shares, uni-head accuracy."""
-    from unipair.evaluation.pgm_viz import visualize_pgm
+    """Figures of one run from its method's report (pgm: t-SNE of uni/paired features, shares,
+    uni heads; mla: fusion-weight distribution); prints the PNG paths."""
+    from unipair.evaluation.method_reports import method_report
 
-    for path in visualize_pgm(run_dir, out):
-        console.print(str(path), highlight=False, soft_wrap=True)
+    for fig in method_report(run_dir, out):
+        console.print(str(fig.path), highlight=False, soft_wrap=True)
 
 
 def _print_metrics(title: str, metrics: dict[str, float]) -> None:

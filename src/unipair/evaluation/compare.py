@@ -146,13 +146,22 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _execute(spec: RunSpec, threads: int, rates: Sequence[float]) -> dict[str, Any]:
-    """Worker: train (or resume, or reuse) one run, then analyse it. Returns its summary."""
+    """Worker: train (or resume, or reuse) one run, then analyse it, with ``threads`` torch
+    threads (restored afterwards: with one job this runs in the caller's process)."""
     import torch
 
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _execute_run(spec, rates)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _execute_run(spec: RunSpec, rates: Sequence[float]) -> dict[str, Any]:
     from unipair.engine.config import load_config
     from unipair.engine.trainer import train
 
-    torch.set_num_threads(threads)
     run = RunDir(spec.run_dir)
     reused = run.is_finished()
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from unipair.engine.config import (
 from unipair.evaluation.analysis import DEFAULT_RATES
 from unipair.evaluation.compare import CompareResult, RunSpec, plan_runs, run_compare
 from unipair.evaluation.figures import write_figures
+from unipair.evaluation.method_reports import Figure, get_report, has_report
 from unipair.evaluation.report import terminal_table, write_report
 from unipair.methods.registry import METHODS, validate_hparams
 
@@ -168,8 +170,9 @@ def run_compare_command(
     from unipair.engine.predict import load_data
 
     data = load_data(cfg)
-    modalities = data.spec.names
-    specs = plan_runs(cfg, opts.runs(), opts.seeds, out, opts.unimodal, data.spec, data.fingerprint)
+    modalities, task, fingerprint = data.spec.names, data.spec, data.fingerprint
+    del data  # each run loads its own: no extra copy while they train
+    specs = plan_runs(cfg, opts.runs(), opts.seeds, out, opts.unimodal, task, fingerprint)
     console.print(
         f"[bold]compare[/] {cfg.dataset.name}: {len(specs)} runs "
         f"({', '.join(opts.methods)}{' + unimodal references' if opts.unimodal else ''}"
@@ -194,8 +197,8 @@ def run_compare_command(
         console.print("[red]no run finished[/]")
         return result
     figures = write_figures(result.table, result.runs, modalities, Path(out) / "figures")
-    if any(method == "pgm" for _, method, _ in opts.runs()):
-        figures.update(_pgm_figures(result, Path(out) / "figures"))
+    for label, method, _ in opts.runs():
+        figures += _method_figures(result, label, method, Path(out) / "figures" / label)
     paths = write_report(
         Path(out),
         result.table,
@@ -215,12 +218,12 @@ def run_compare_command(
     return result
 
 
-def _pgm_figures(result: CompareResult, out: Path) -> dict[str, Path]:
-    """The PgM partition figures of the first PgM run (its lowest seed)."""
-    runs = [r for r in result.runs if r["label"] == "pgm"]
-    if not runs:
-        return {}
-    from unipair.evaluation.pgm_viz import visualize_pgm
-
-    paths = visualize_pgm(runs[0]["run_dir"], out / "pgm")
-    return {Path(p).stem: Path(p) for p in paths}
+def _method_figures(result: CompareResult, label: str, method: str, out: Path) -> list[Figure]:
+    """The figures of the method's own report for its lowest-seed run, if it has a report."""
+    runs = [r for r in result.runs if r["label"] == label]
+    if not runs or not has_report(method):
+        return []
+    first = min(runs, key=lambda r: r["seed"])
+    out.mkdir(parents=True, exist_ok=True)
+    figures = get_report(method)(Path(first["run_dir"]), out)
+    return [replace(f, caption=f"{label} (seed {first['seed']}): {f.caption}") for f in figures]

@@ -1,4 +1,6 @@
-"""Comparison figures (PNG): accuracies, validation curves, robustness, contributions."""
+"""Comparison figures (PNG): accuracies, validation curves, robustness, contributions; and
+``save_figure``, the one way every figure (these and the per-method reports) reaches disk.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from unipair.evaluation.method_reports import Figure
 from unipair.io import atomic_path
 
-__all__ = ["write_figures"]
+__all__ = ["save_figure", "write_figures"]
 
 
 def _methods(table: dict[str, Any]) -> list[str]:
@@ -41,7 +44,8 @@ def _panel(ax: Any, title: str, low: float = 0.0) -> None:
     ax.tick_params(labelsize=7)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save ``fig`` as a PNG in one rename (a reader never sees half a file) and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -80,7 +84,7 @@ def modality_accuracy_bars(table: dict[str, Any], modalities: Sequence[str], pat
     ax.set_title("Per-modality accuracy inside each method (mean ± std over seeds)")
     ax.legend(fontsize=8, ncol=min(len(groups), 5), loc="lower right")
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def validation_curves(
@@ -104,7 +108,7 @@ def validation_curves(
     axes[0].legend(fontsize=7)
     fig.suptitle("Validation accuracy per epoch (mean over seeds)", fontsize=10)
     fig.supxlabel("epoch", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def missing_rate_figure(table: dict[str, Any], path: Path) -> Path:
@@ -124,7 +128,7 @@ def missing_rate_figure(table: dict[str, Any], path: Path) -> Path:
     axes[0].legend(fontsize=7)
     fig.supxlabel("fraction of test samples missing the modality", fontsize=8)
     fig.supylabel("fused test accuracy", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def contributions_figure(table: dict[str, Any], modalities: Sequence[str], path: Path) -> Path:
@@ -154,20 +158,39 @@ def contributions_figure(table: dict[str, Any], modalities: Sequence[str], path:
         ax.axhline(0, color="black", lw=0.6)
         ax.grid(axis="y", alpha=0.3)
     axes.flat[0].legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_figures(
     table: dict[str, Any], runs: Sequence[dict[str, Any]], modalities: Sequence[str], out: Path
-) -> dict[str, Path]:
+) -> list[Figure]:
     out.mkdir(parents=True, exist_ok=True)
-    figs = {
-        "modality_accuracy": modality_accuracy_bars(
-            table, modalities, out / "modality_accuracy.png"
+    figs = [
+        Figure(
+            "modality_accuracy",
+            modality_accuracy_bars(table, modalities, out / "modality_accuracy.png"),
+            "Each modality's own accuracy inside every method, beside the same modality trained "
+            "alone (error bars: std over seeds).",
         ),
-        "validation_curves": validation_curves(runs, modalities, out / "validation_curves.png"),
-    }
+        Figure(
+            "validation_curves",
+            validation_curves(runs, modalities, out / "validation_curves.png"),
+            "Validation accuracy per epoch, fused and per modality.",
+        ),
+    ]
     if any("curves" in table[m] for m in _methods(table)):
-        figs["missing_rate"] = missing_rate_figure(table, out / "missing_rate.png")
-        figs["contributions"] = contributions_figure(table, modalities, out / "contributions.png")
+        figs += [
+            Figure(
+                "missing_rate",
+                missing_rate_figure(table, out / "missing_rate.png"),
+                "Fused accuracy as a modality (or a random one) goes missing from a growing "
+                "fraction of test samples.",
+            ),
+            Figure(
+                "contributions",
+                contributions_figure(table, modalities, out / "contributions.png"),
+                "Modality contributions: accuracy lost without the modality, and Shapley values "
+                "when there are at most five modalities.",
+            ),
+        ]
     return figs

@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.table import Table
 
+from unipair.evaluation.method_reports import Figure
 from unipair.io import write_text
 
 __all__ = ["results_rows", "terminal_table", "write_report"]
@@ -175,7 +176,7 @@ def write_report(
     out: Path,
     table: dict[str, Any],
     modalities: Sequence[str],
-    figures: dict[str, Path],
+    figures: Sequence[Figure],
     context: dict[str, Any],
 ) -> dict[str, Path]:
     """Write results.csv, results.md and report.html into ``out``."""
@@ -201,20 +202,6 @@ def write_report(
     md += [_md(*t) + "\n" for t in tables]
     paths["md"] = write_text(out / "results.md", "\n".join(md))
 
-    captions = {
-        "modality_accuracy": "Each modality's own accuracy inside every method, beside the "
-        "same modality trained alone (error bars: std over seeds).",
-        "validation_curves": "Validation accuracy per epoch, fused and per modality.",
-        "missing_rate": "Fused accuracy as a modality (or a random one) goes missing from a "
-        "growing fraction of test samples.",
-        "contributions": "Modality contributions: accuracy lost without the modality, and "
-        "Shapley values when there are at most five modalities.",
-        "pgm_tsne": "PgM (first seed): t-SNE of each modality's uni-modal (o) and paired-modal "
-        "(x) features on the test split, coloured by class.",
-        "pgm_partition": "PgM: uni-modal vs paired-modal share of each modality.",
-        "pgm_accuracy": "PgM: each modality's uni-head accuracy beside the paired head and the "
-        "fused prediction.",
-    }
     parts = [
         f"<h1>unipair compare: {html.escape(str(context.get('dataset', '')))}</h1>",
         f"<p class='meta'>{html.escape(datetime.now().isoformat(timespec='seconds'))} · "
@@ -226,12 +213,11 @@ def write_report(
     parts.append("<h2>Results</h2>")
     parts += [_html_table(*t) for t in tables]
     parts.append("<h2>Figures</h2>")
-    for name, path in figures.items():
-        data = base64.b64encode(Path(path).read_bytes()).decode()
-        caption = captions.get(name, name.replace("_", " "))
+    for fig in figures:
+        data = base64.b64encode(fig.path.read_bytes()).decode()
         parts.append(
-            f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            f"<figure><img alt='{html.escape(fig.name)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
         )
     page = (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"

@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
@@ -70,7 +68,6 @@ __all__ = [
     "FusionMode",
     "MLAHparams",
     "fuse_logits",
-    "fusion_weight_summary",
     "fusion_weights",
     "owm_update",
 ]
@@ -200,45 +197,6 @@ def _renormalise(raw: Tensor, mask: Tensor, names: Sequence[str]) -> dict[str, T
     total = w.sum(-1, keepdim=True)
     w = torch.where(total > 0, w / total.clamp_min(1e-30), torch.zeros_like(w))
     return {m: w[:, i] for i, m in enumerate(names)}
-
-
-def fusion_weight_summary(
-    predictions: str | Path | Mapping[str, np.ndarray],
-    quantiles: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95),
-) -> dict[str, dict[str, float]]:
-    """Per modality: the fusion weight's mean, std and quantiles over the samples where it is
-    present, its mean over all samples (0 where missing), and how often it has the top weight.
-
-    ``predictions`` is a run's ``test_predictions.npz`` (or its arrays); the scalar mean in
-    ``summary.json`` hides whether one modality always wins or the weight varies per sample.
-    """
-    if isinstance(predictions, (str, Path)):
-        with np.load(predictions) as z:
-            arrays = {k: z[k] for k in z.files}
-    else:
-        arrays = dict(predictions)
-    prefix = "extra/fusion_weight/"
-    names = [k.removeprefix(prefix) for k in arrays if k.startswith(prefix)]
-    if not names:
-        raise KeyError("no fusion weights in these predictions (keys 'extra/fusion_weight/<m>')")
-    weights = np.stack([arrays[prefix + m].astype(np.float64) for m in names], axis=-1)
-    top = weights.argmax(-1)
-    out: dict[str, dict[str, float]] = {}
-    for i, m in enumerate(names):
-        w = weights[:, i]
-        present = arrays.get(f"present/{m}", np.ones_like(w, dtype=bool)).astype(bool)
-        wp = w[present]
-        row = {
-            "present": float(present.mean()),
-            "mean_all": float(w.mean()),
-            "mean": float(wp.mean()) if wp.size else float("nan"),
-            "std": float(wp.std()) if wp.size else float("nan"),
-            "top": float((top == i).mean()),
-        }
-        for q in quantiles:
-            row[f"q{round(100 * q):02d}"] = float(np.quantile(wp, q)) if wp.size else float("nan")
-        out[m] = row
-    return out
 
 
 # ---------------------------------------------------------------------------- the method

@@ -1,7 +1,7 @@
-"""Pictures of a finished PgM run: where its uni and paired parts lie, how large each part is,
+"""The PgM report: where a finished run's uni and paired parts lie, how large each part is,
 and how well each modality's uni head does next to the fused prediction.
 
-``visualize_pgm(run_dir)`` rebuilds the run's data and method from ``config.yaml``, loads
+``pgm_report(run_dir, out)`` rebuilds the run's data and method from ``config.yaml``, loads
 ``best.ckpt`` (the weights the test metrics come from) and writes three PNGs:
 
 * ``pgm_tsne.png``: per modality, a 2-D t-SNE of u_m and p_m on the test split, coloured by
@@ -16,23 +16,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from unipair.errors import RunDirError
+from unipair.evaluation.evaluate import LoadedRun
+from unipair.evaluation.figures import save_figure
+from unipair.evaluation.method_reports import Figure, register_report
 
-__all__ = ["collect_pgm_outputs", "visualize_pgm"]
-
-
-def _load(run_dir: Path):
-    from unipair.engine.config import load_config
-    from unipair.evaluation.evaluate import LoadedRun
-
-    name = load_config(run_dir / "config.yaml").method.name
-    if name != "pgm":
-        raise RunDirError(f"{run_dir} is a {name!r} run; visualize_pgm needs 'pgm'")
-    run = LoadedRun(run_dir)
-    return run.method, run.data, run.config
+__all__ = ["collect_pgm_outputs", "pgm_report"]
 
 
 @torch.no_grad()
@@ -71,30 +63,19 @@ def _acc(logits: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None)
     return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
-def visualize_pgm(
-    run_dir: str | Path,
-    out_dir: str | Path | None = None,
-    *,
-    max_points: int = 1000,
-    seed: int = 0,
-) -> list[Path]:
-    """Write the PgM figures of a finished run (default folder: ``run_dir/viz``)."""
-    import matplotlib
+@register_report("pgm")
+def pgm_report(run_dir: Path, out: Path, *, max_points: int = 1000, seed: int = 0) -> list[Figure]:
+    """Write the three PgM figures of a finished run into ``out``."""
+    from sklearn.manifold import TSNE  # slow to import; only this report needs it
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
-
-    run = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run / "viz"
-    out.mkdir(parents=True, exist_ok=True)
-    method, data, cfg = _load(run)
+    run = LoadedRun(run_dir)
+    method, data, cfg = run.method, run.data, run.config
     arrays = collect_pgm_outputs(method, data.test)
     mods = list(method.modalities)
     labels = arrays["labels"]
     classes = data.spec.num_classes
     rng = np.random.default_rng(seed)
-    paths: list[Path] = []
+    figures: list[Figure] = []
 
     # 1. t-SNE of u_m and p_m per modality, on a shared point budget
     per_mod = max(10, max_points // (2 * len(mods)))
@@ -129,7 +110,14 @@ def visualize_pgm(
         ax.axis("off")
     fig.suptitle(f"PgM partitions on the test split ({cfg.method.hparams.partition})")
     fig.tight_layout()
-    paths.append(_save(fig, out / "pgm_tsne.png"))
+    figures.append(
+        Figure(
+            "pgm_tsne",
+            save_figure(fig, out / "pgm_tsne.png"),
+            "t-SNE of each modality's uni-modal (o) and paired-modal (x) features on the test "
+            "split, coloured by class.",
+        )
+    )
 
     # 2. uni / paired share per modality
     hp = method.hparams
@@ -174,7 +162,14 @@ def visualize_pgm(
     if ax_dims.lines:
         ax_dims.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(_save(fig, out / "pgm_partition.png"))
+    figures.append(
+        Figure(
+            "pgm_partition",
+            save_figure(fig, out / "pgm_partition.png"),
+            "Uni-modal vs paired-modal share of each modality (rho marked), and the uni-modal "
+            "gate per feature dimension.",
+        )
+    )
 
     # 3. uni-head accuracy per modality next to the paired and fused accuracy
     names, values, colors = [], [], []
@@ -199,13 +194,12 @@ def visualize_pgm(
     ax.set_ylabel("test accuracy")
     ax.set_title("uni heads vs fused (test split, best checkpoint)")
     fig.tight_layout()
-    paths.append(_save(fig, out / "pgm_accuracy.png"))
-    return paths
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    figures.append(
+        Figure(
+            "pgm_accuracy",
+            save_figure(fig, out / "pgm_accuracy.png"),
+            "Each modality's uni-head accuracy beside the paired head and the fused prediction "
+            "(test split, best checkpoint).",
+        )
+    )
+    return figures
