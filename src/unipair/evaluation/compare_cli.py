@@ -13,6 +13,7 @@ from rich.console import Console
 from unipair.config_base import StrictModel
 from unipair.engine.config import (
     ConfigError,
+    MethodConfig,
     RunConfig,
     apply_overrides,
     format_errors,
@@ -123,7 +124,7 @@ def _with_method_section(options: CompareOptions, method: Any, source: str) -> C
     """A ``method:`` section (or ``--set method.hparams...``) applies to that method's runs:
     its hyperparameters go under ``compare.hparams``, which win where both set a key."""
     method = {"name": method} if isinstance(method, str) else dict(method)
-    name = method.get("name", "joint")
+    name = method.get("name", MethodConfig.model_fields["name"].default)
     ran = {m for _, m, _ in options.runs()}
     if name not in ran:
         raise ConfigError(
