@@ -28,8 +28,6 @@ import torch.nn.functional as F
 import unipair
 from unipair import datasets, methods
 from unipair.engine.config import load_config
-from unipair.engine.predict import make_loader
-from unipair.engine.samplers import GlobalBatchSampler
 from unipair.engine.trainer import make_fabric
 
 OVERRIDES = [
@@ -73,39 +71,34 @@ class Bare:
 
 
 class Ours:
-    """unipair's training loop body: loader -> MultimodalBatch -> Method.training_step."""
+    """unipair's own training epoch: ``Trainer.train_epoch`` (loader -> MultimodalBatch ->
+    global row counts -> Method.training_step, logs, scheduler)."""
 
-    def __init__(self, data, cfg) -> None:
-        torch.manual_seed(0)
-        self.fabric = make_fabric(cfg)
-        self.method = methods.create("joint", data.spec, cfg.model)
-        opt = torch.optim.AdamW(
-            self.method.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
-        )
-        module, opt = self.fabric.setup(self.method, opt)
-        self.step = methods.TrainStep(module, opt, backward=self.fabric.backward)
-        self.sampler = GlobalBatchSampler(len(data.train), cfg.train.batch_size, seed=0)
-        self.loader = make_loader(data.train, self.sampler)
+    def __init__(self, cfg, out: str) -> None:
+        from unipair.engine.loop import Trainer
+
+        cfg = cfg.model_copy(deep=True)
+        cfg.out, cfg.name = out, "alternated"
+        self.trainer = Trainer(make_fabric(cfg), cfg)
         self.epoch = 0
 
     def train_epoch(self) -> None:
-        self.sampler.set_epoch(self.epoch)
+        self.trainer.train_epoch(self.epoch)
         self.epoch += 1
-        self.method.train()
-        for batch in self.loader:
-            self.method.training_step(batch.to(self.fabric.device), self.step)
 
 
 def alternated(epochs: int) -> tuple[float, float]:
-    cfg = load_config("configs/handwritten.yaml", OVERRIDES)
+    cfg = load_config("configs/handwritten.yaml", [*OVERRIDES, f"train.epochs={epochs}"])
     data = datasets.create("handwritten")
-    bare, ours = Bare(data, cfg), Ours(data, cfg)
     times: dict[str, list[float]] = {"bare": [], "ours": []}
-    for _ in range(epochs):
-        for name, loop in (("bare", bare), ("ours", ours)):
-            t0 = time.perf_counter()
-            loop.train_epoch()
-            times[name].append(time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as out:
+        bare, ours = Bare(data, cfg), Ours(cfg, out)
+        for _ in range(epochs):
+            for name, loop in (("bare", bare), ("ours", ours)):
+                t0 = time.perf_counter()
+                loop.train_epoch()
+                times[name].append(time.perf_counter() - t0)
+        ours.trainer.close()
     return statistics.median(times["bare"][2:]), statistics.median(times["ours"][2:])
 
 

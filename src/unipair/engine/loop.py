@@ -293,7 +293,7 @@ class Trainer:
         for i, batch in enumerate(self.train_loader):
             logs = self.optimizer_step(batch)
             for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
+                sums[k] = sums[k] + v if k in sums else v
                 counts[k] = counts.get(k, 0) + 1
             loss = logs.get("loss")
             self.reporter.advance(float(loss) if loss is not None and i % 10 == 0 else None)
@@ -318,15 +318,18 @@ class Trainer:
         """One optimizer step on this process's share of a global batch, split into
         ``train.accumulate`` micro-batches; returns the logs summed over them."""
         fabric, step = self.fabric, self.step
-        step.counts = self._global_counts(batch)
-        parts = self._micro_batches(batch, step.counts[""])
+        # one process, one micro-batch: each batch is its own step, TrainStep counts locally
+        exact_locally = fabric.world_size == 1 and self.cfg.train.accumulate == 1
+        step.counts = {} if exact_locally else self._global_counts(batch)
+        parts = [batch] if exact_locally else self._micro_batches(batch, step.counts[""])
         step.micro_batches = len(parts)
         logs: dict[str, Tensor] = {}
         for i, part in enumerate(parts):
             step.micro_batch = i
             part = on_device(part, fabric, non_blocking=self.pin)
             for k, v in self.method.training_step(part, step).items():
-                logs[k] = logs.get(k, 0.0) + v.detach().float()
+                v = v.detach().float()
+                logs[k] = logs[k] + v if k in logs else v
         step.micro_batch, step.micro_batches = 0, 1
         step.global_step += 1
         return logs

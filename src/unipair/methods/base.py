@@ -274,6 +274,8 @@ class TrainStep:
         accumulated micro-batches, is the gradient of the mean over the whole global batch.
         """
         total = (values * mask.to(values.dtype)).sum() if mask is not None else values.sum()
+        if mask is None and over in (None, ANY) and not self.counts and self.world_size == 1:
+            return total / max(values.shape[0], 1)  # one process, every row: the batch mean
         rows = values.new_tensor(float(values.shape[0]))
         count = self.count(mask, over, rows=rows).to(values.dtype)
         return total * self.world_size / count.clamp_min(1.0)
