@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from unipair import datasets
+from unipair.data.dataset import SPLITS
 from unipair.data.handwritten import VIEWS, read_handwritten_csvs
 from unipair.data.npz import NpzFormatError
 from unipair.data.synthetic import load_synthetic
@@ -223,3 +226,38 @@ def test_synthetic_large_shapes_are_lazy_and_deterministic() -> None:
     b1, b2 = d.train.__getitems__([0, 5]), d.train.__getitems__([0, 5])
     assert b1.inputs["video"].shape == (2, 3, 3, 224, 224)
     assert torch.equal(b1.inputs["audio"], b2.inputs["audio"])
+
+
+# ---- loading without copies ------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.data())
+def test_permute_rows_in_place_equals_fancy_indexing(n: int, data) -> None:
+    from unipair.data.assemble import permute_rows_
+
+    order = np.array(data.draw(st.permutations(list(range(n)))))
+    x = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+    want = x[order].copy()
+    permute_rows_(x, order)
+    np.testing.assert_array_equal(x, want)
+
+
+def test_npz_splits_share_one_array_per_modality(tmp_path: Path) -> None:
+    """The splits are slices of one float32 array per modality (no copy of the data), with the
+    rows of each split in their original order and statistics from train only."""
+    arrays = _good()
+    path = _write(tmp_path / "x.npz", **arrays)
+    data = datasets.create(path, seed=3)
+    for m in ("text", "audio"):
+        storages = {data.split(s).inputs[m].untyped_storage().data_ptr() for s in SPLITS}
+        assert len(storages) == 1, f"{m}: the splits do not share one array"
+        assert data.train.inputs[m].dtype == torch.float32
+    raw = {m: torch.as_tensor(a, dtype=torch.float64) for m, a in arrays.items() if m != "label"}
+    train_rows = data.train.index
+    for s in SPLITS:
+        ds = data.split(s)
+        assert torch.equal(ds.index, ds.index.sort().values)  # original order within a split
+        assert torch.equal(ds.labels, torch.as_tensor(arrays["label"])[ds.index])
+        x = raw["text"]
+        mu, sd = x[train_rows].mean(0), x[train_rows].std(0, unbiased=False)
+        want = ((x[ds.index] - mu) / sd).float()
+        torch.testing.assert_close(ds.inputs["text"], want, rtol=1e-5, atol=1e-5)

@@ -66,15 +66,13 @@ def assemble(
     if missing:
         raise DataFormatError(f"{name}: class(es) {missing} have no training sample")
 
-    full = TensorMultimodalDataset(
-        {m: torch.as_tensor(np.asarray(x)).float() for m, x in inputs.items()},
-        torch.as_tensor(labels),
-    )
-    parts = {s: full.subset(idx[s]) for s in SPLITS}
+    parts = _contiguous_splits(inputs, labels, idx)
     if standardize:
         scaler = Standardizer.fit(parts["train"])
-        parts = {s: scaler.transform(d) for s, d in parts.items()}
-    spec = TaskSpec(tuple(ModalitySpec(m, tuple(x.shape[1:])) for m, x in full.inputs.items()), c)
+        for d in parts.values():
+            scaler.transform_(d)
+    shapes = {m: tuple(x.shape[1:]) for m, x in parts["train"].inputs.items()}
+    spec = TaskSpec(tuple(ModalitySpec(m, shape) for m, shape in shapes.items()), c)
     fp = fingerprint(name, source, standardize, *(idx[s] for s in SPLITS))
     return MultimodalData(
         name=name,
@@ -84,6 +82,60 @@ def assemble(
         info={"split": how, "standardize": standardize, **(info or {})},
         **parts,
     )
+
+
+def _contiguous_splits(
+    inputs: Mapping[str, np.ndarray | torch.Tensor],
+    labels: np.ndarray,
+    idx: Mapping[str, np.ndarray],
+) -> dict[str, TensorMultimodalDataset]:
+    """The three splits as views of one float32 array per modality, without a copy of the
+    data: the rows are reordered in place (train, val, test, then any unused rows), so each
+    split is a contiguous slice. The arrays are taken over (float32 arrays are reordered in
+    place; any other dtype is converted once)."""
+    n = len(labels)
+    used = np.concatenate([idx[s] for s in SPLITS])
+    order = np.concatenate([used, np.setdiff1d(np.arange(n), used)])
+    tensors = {}
+    for m, x in inputs.items():
+        x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if x.dtype != np.float32 or not x.flags.writeable or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            if not x.flags.writeable:
+                x = x.copy()
+        permute_rows_(x, order)
+        tensors[m] = torch.from_numpy(x)
+    ordered_labels = torch.as_tensor(labels[order])
+    parts, start = {}, 0
+    for s in SPLITS:
+        rows = slice(start, start + len(idx[s]))
+        start = rows.stop
+        parts[s] = TensorMultimodalDataset(
+            {m: x[rows] for m, x in tensors.items()},
+            ordered_labels[rows],
+            index=torch.as_tensor(order[rows]),
+        )
+    return parts
+
+
+def permute_rows_(x: np.ndarray, order: np.ndarray) -> None:
+    """Reorder rows in place so that row i becomes old row ``order[i]`` (a permutation),
+    following its cycles with one row of scratch memory."""
+    n = len(order)
+    done = order == np.arange(n)
+    for start in np.flatnonzero(~done).tolist():
+        if done[start]:
+            continue
+        scratch = x[start].copy()
+        j = start
+        while True:
+            k = int(order[j])
+            done[j] = True
+            if k == start:
+                x[j] = scratch
+                break
+            x[j] = x[k]
+            j = k
 
 
 def _check_disjoint(idx: Mapping[str, np.ndarray]) -> None:

@@ -36,7 +36,7 @@ def load_npz(
 ) -> MultimodalData:
     path = Path(path)
     arrays, labels, split = _read_and_validate(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    digest = _file_digest(path)
     split_idx = None
     if split is not None:
         split_idx = {s: np.flatnonzero(split == s) for s in SPLITS if np.any(split == s)}
@@ -64,8 +64,17 @@ def load_npz(
     )
 
 
-def _open(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the archive, with a clear error for what is not an .npz archive."""
+def _file_digest(path: Path) -> str:
+    """SHA-256 of the file, streamed: hashing never holds the file in memory."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _check_archive(path: Path) -> None:
+    """A clear error for what is not an .npz archive."""
     if path.is_dir():
         raise NpzFormatError(f"{path} is a directory; expected an .npz file")
     if not path.is_file():
@@ -82,24 +91,34 @@ def _open(path: Path) -> dict[str, np.ndarray]:
     if not magic.startswith(b"PK"):
         kind = "empty" if not magic else "not a zip archive (a text file?)"
         raise NpzFormatError(f"{path} is {kind}; expected an .npz written by np.savez")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise NpzFormatError(f"{path}: not a readable .npz file ({e})") from None
 
 
 def _read_and_validate(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
-    arrays = _open(path)
-    if "label" not in arrays:
-        raise NpzFormatError(f"{path}: array 'label' is missing; arrays are {sorted(arrays)}")
-    labels = arrays.pop("label")
-    split = arrays.pop("split", None)
-    if len(arrays) < 2:
-        raise NpzFormatError(
-            f"{path}: need at least two modality arrays besides 'label'/'split', "
-            f"found {sorted(arrays)}"
-        )
+    """Labels, split and every modality as float32, each array validated as it is read, so
+    memory holds at most the arrays kept plus one being converted."""
+    _check_archive(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            if "label" not in names:
+                raise NpzFormatError(f"{path}: array 'label' is missing; arrays are {names}")
+            labels = _check_labels(path, z["label"])
+            split = _check_split(path, z["split"], len(labels)) if "split" in names else None
+            modalities = [k for k in names if k not in ("label", "split")]
+            if len(modalities) < 2:
+                raise NpzFormatError(
+                    f"{path}: need at least two modality arrays besides 'label'/'split', "
+                    f"found {modalities}"
+                )
+            arrays = {m: _check_modality(path, m, z[m], len(labels)) for m in modalities}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        if isinstance(e, NpzFormatError):
+            raise
+        raise NpzFormatError(f"{path}: not a readable .npz file ({e})") from None
+    return arrays, labels, split
+
+
+def _check_labels(path: Path, labels: np.ndarray) -> np.ndarray:
     if labels.ndim != 1 or len(labels) == 0:
         raise NpzFormatError(f"{path}: array 'label' must be 1-D and non-empty, got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -125,43 +144,61 @@ def _read_and_validate(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, n
             f"{path}: array 'label' values must be 0..C-1 with every class used; "
             f"class(es) {gaps} never occur"
         )
-    for name in list(arrays):
-        if "." in name or "/" in name:
-            raise NpzFormatError(
-                f"{path}: array {name!r}: modality names cannot contain '.' or '/' (they are "
-                "config keys and metric names); rename the array"
-            )
-        x = arrays[name]
-        if x.ndim == 1 and x.shape[0] == n:  # one number per sample: a single feature
-            x = arrays[name] = x[:, None]
-        if x.ndim < 1 or x.shape[0] != n:
-            raise NpzFormatError(
-                f"{path}: array {name!r} has shape {x.shape}, expected [N={n}, ...] like 'label'"
-            )
-        if x.size == 0:
-            raise NpzFormatError(f"{path}: array {name!r} is empty (shape {x.shape})")
-        if np.issubdtype(x.dtype, np.complexfloating):
-            raise NpzFormatError(
-                f"{path}: array {name!r} is complex ({x.dtype}); store real features (e.g. "
-                "the magnitude, or real and imaginary parts as channels)"
-            )
-        if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-            raise NpzFormatError(f"{path}: array {name!r} must be numeric, got {x.dtype}")
-        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
-            bad = int(np.count_nonzero(~np.isfinite(x).reshape(n, -1).all(1)))
-            raise NpzFormatError(f"{path}: array {name!r} has NaN or inf values in {bad} rows")
-        if x.dtype.itemsize > 4 and x.size and float(np.abs(x).max()) > _FLOAT32_MAX:
-            raise NpzFormatError(
-                f"{path}: array {name!r} has values up to {float(np.abs(x).max()):.3g}, beyond "
-                f"float32 (the training dtype, max {_FLOAT32_MAX:.3g}); rescale it"
-            )
-    if split is not None:
-        if split.shape != (n,):
-            raise NpzFormatError(f"{path}: array 'split' has shape {split.shape}, expected ({n},)")
-        split = split.astype(str)
-        unknown = sorted(set(np.unique(split).tolist()) - set(SPLITS))
-        if unknown:
-            raise NpzFormatError(
-                f"{path}: array 'split' has unknown value(s) {unknown}; allowed: {list(SPLITS)}"
-            )
-    return arrays, labels.astype(np.int64), split
+    return labels.astype(np.int64)
+
+
+def _check_modality(path: Path, name: str, x: np.ndarray, n: int) -> np.ndarray:
+    """The array validated and as float32 (converted in row chunks: no second full copy)."""
+    if "." in name or "/" in name:
+        raise NpzFormatError(
+            f"{path}: array {name!r}: modality names cannot contain '.' or '/' (they are "
+            "config keys and metric names); rename the array"
+        )
+    if x.ndim == 1 and x.shape[0] == n:  # one number per sample: a single feature
+        x = x[:, None]
+    if x.ndim < 1 or x.shape[0] != n:
+        raise NpzFormatError(
+            f"{path}: array {name!r} has shape {x.shape}, expected [N={n}, ...] like 'label'"
+        )
+    if x.size == 0:
+        raise NpzFormatError(f"{path}: array {name!r} is empty (shape {x.shape})")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise NpzFormatError(
+            f"{path}: array {name!r} is complex ({x.dtype}); store real features (e.g. "
+            "the magnitude, or real and imaginary parts as channels)"
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise NpzFormatError(f"{path}: array {name!r} must be numeric, got {x.dtype}")
+    rows = max(1, (16 << 20) // max(x[0].nbytes, 1))  # about 16 MB of rows at a time
+    bad, largest = 0, 0.0
+    if np.issubdtype(x.dtype, np.floating):
+        for start in range(0, n, rows):
+            part = x[start : start + rows]
+            bad += int(np.count_nonzero(~np.isfinite(part).reshape(len(part), -1).all(1)))
+            if not bad:
+                largest = max(largest, float(np.abs(part).max()))
+    if bad:
+        raise NpzFormatError(f"{path}: array {name!r} has NaN or inf values in {bad} rows")
+    if largest > _FLOAT32_MAX:
+        raise NpzFormatError(
+            f"{path}: array {name!r} has values up to {largest:.3g}, beyond float32 (the "
+            f"training dtype, max {_FLOAT32_MAX:.3g}); rescale it"
+        )
+    if x.dtype == np.float32:
+        return x
+    out = np.empty(x.shape, np.float32)
+    for start in range(0, n, rows):
+        out[start : start + rows] = x[start : start + rows]
+    return out
+
+
+def _check_split(path: Path, split: np.ndarray, n: int) -> np.ndarray:
+    if split.shape != (n,):
+        raise NpzFormatError(f"{path}: array 'split' has shape {split.shape}, expected ({n},)")
+    split = split.astype(str)
+    unknown = sorted(set(np.unique(split).tolist()) - set(SPLITS))
+    if unknown:
+        raise NpzFormatError(
+            f"{path}: array 'split' has unknown value(s) {unknown}; allowed: {list(SPLITS)}"
+        )
+    return split

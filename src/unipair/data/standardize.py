@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from unipair.data.dataset import TensorMultimodalDataset
 from unipair.errors import DataFormatError
 
 __all__ = ["Standardizer"]
+
+
+def _chunks(x: Tensor, present: Tensor, megabytes: int = 8):
+    """The present rows of ``x``, in chunks of about ``megabytes`` once in float64."""
+    rows = max(1, (megabytes << 20) // max(8 * x[0].numel(), 1))
+    for start in range(0, x.shape[0], rows):
+        part = x[start : start + rows]
+        keep = present[start : start + rows]
+        yield part if bool(keep.all()) else part[keep]
 
 
 def _feature_axis(sample_rank: int) -> int:
@@ -27,15 +35,27 @@ class Standardizer:
 
     @classmethod
     def fit(cls, train: TensorMultimodalDataset, eps: float = 1e-6) -> Standardizer:
+        """Statistics in float64, accumulated over chunks of rows (two passes: the mean, then
+        the centred squares), so fitting never copies the training data."""
         mean, std = {}, {}
         for m, x in train.inputs.items():
-            rows = x[train.present[m]].double()
-            if rows.shape[0] == 0:
+            present = train.present[m]
+            if not bool(present.any()):
                 raise DataFormatError(f"modality {m!r} has no present training sample to fit on")
             axis = _feature_axis(x.dim() - 1) + 1
-            moved = rows.movedim(axis, -1).reshape(-1, rows.shape[axis])
-            mean[m] = moved.mean(0).float()
-            std[m] = moved.std(0, unbiased=False).clamp_min(eps).float()
+            total, count = None, 0
+            for part in _chunks(x, present):
+                moved = part.double().movedim(axis, -1).reshape(-1, part.shape[axis])
+                total = moved.sum(0) if total is None else total + moved.sum(0)
+                count += moved.shape[0]
+            mu = total / count
+            squares = None
+            for part in _chunks(x, present):
+                moved = part.double().movedim(axis, -1).reshape(-1, part.shape[axis])
+                sq = (moved - mu).pow(2).sum(0)
+                squares = sq if squares is None else squares + sq
+            mean[m] = mu.float()
+            std[m] = (squares / count).sqrt().clamp_min(eps).float()
         return cls(mean, std)
 
     def _shape(self, m: str, x: Tensor) -> list[int]:
@@ -43,11 +63,11 @@ class Standardizer:
         shape[_feature_axis(x.dim() - 1) + 1] = -1
         return shape
 
-    def transform(self, data: TensorMultimodalDataset) -> TensorMultimodalDataset:
-        def apply(m: str, x: Tensor) -> Tensor:
+    def transform_(self, data: TensorMultimodalDataset) -> None:
+        """Standardise ``data``'s float32 inputs in place; missing rows stay exactly zero."""
+        for m, x in data.inputs.items():
             shape = self._shape(m, x)
-            z = (x.float() - self.mean[m].view(shape)) / self.std[m].view(shape)
-            keep = data.present[m].view(-1, *([1] * (x.dim() - 1)))
-            return torch.where(keep, z, torch.zeros_like(z))  # missing rows stay exactly zero
-
-        return data.map_inputs(apply)
+            x.sub_(self.mean[m].view(shape)).div_(self.std[m].view(shape))
+            missing = ~data.present[m]
+            if bool(missing.any()):
+                x[missing] = 0.0
