@@ -307,3 +307,67 @@ def test_classes_too_small_to_split_say_what_is_needed(tmp_path: Path) -> None:
                  "'split' array"):  # fmt: skip
         assert part in res.output, res.output
     assert "test_size" not in res.output  # not scikit-learn's wording
+
+
+def test_compare_reports_a_diverged_run_as_failed_and_prints_progress(
+    tmp_path: Path, capfd
+) -> None:
+    from unipair.evaluation.compare_cli import run_compare_command
+
+    cfg = _engine_config("joint", tmp_path, {})
+    cfg.pop("method")
+    cfg.pop("out")
+    cfg["compare"] = {"hparams": {}, "missing_rates": [0.0]}
+    path = Path(_write_yaml(tmp_path, cfg))
+    result = run_compare_command(
+        dataset=None, methods=["joint", "mla"], seeds=[0], config=str(path), jobs=1,
+        epochs=None, out=str(tmp_path / "out"), unimodal=False,
+        overrides=["optim.lr=1e30", "optim.optimizer=sgd"],
+    )  # fmt: skip
+    assert {label for label, _, _ in result.failures} == {"joint", "mla"}
+    assert all("training diverged" in error for _, _, error in result.failures)
+    assert not result.runs  # nothing averaged in
+    out = capfd.readouterr().out
+    assert "no run finished" in out
+
+
+def test_compare_prints_each_runs_epochs(tmp_path: Path, capfd) -> None:
+    from unipair.evaluation.compare_cli import run_compare_command
+
+    cfg = _engine_config("joint", tmp_path, {})
+    cfg.pop("method")
+    cfg.pop("out")
+    cfg["compare"] = {"missing_rates": [0.0]}
+    run_compare_command(
+        dataset=None, methods=["joint"], seeds=[0], config=_write_yaml(tmp_path, cfg), jobs=1,
+        epochs=None, out=str(tmp_path / "out"), unimodal=False, overrides=[],
+    )  # fmt: skip
+    out = capfd.readouterr().out
+    assert "joint seed 0: epoch     1/2" in out and "joint seed 0: epoch     2/2" in out
+
+
+@pytest.mark.parametrize("writer", ["config", "figure"])
+def test_a_full_disk_for_any_output_is_one_error(tmp_path: Path, monkeypatch, writer) -> None:
+    import errno
+    import os
+
+    from unipair.errors import WriteError
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    if writer == "config":
+        from unipair.io import write_text
+
+        with pytest.raises(WriteError, match=r"config\.yaml: no space left"):
+            write_text(tmp_path / "config.yaml", "x: 1\n")
+    else:
+        import matplotlib.pyplot as plt
+
+        from unipair.evaluation.figures import save_figure
+
+        fig = plt.figure()
+        with pytest.raises(WriteError, match=r"f\.png: no space left"):
+            save_figure(fig, tmp_path / "f.png")
+    assert not list(tmp_path.glob(".*tmp")), "a partial temporary file was left"
