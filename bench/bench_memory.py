@@ -74,16 +74,15 @@ def main() -> None:
     for size in [float(s) for s in args.sizes.split(",")]:
         path = folder / f"data{size:g}gb.npz"
         data_bytes = make_npz(path, size)
-        commands = {
-            "datasets show": [*unipair, "datasets", "show", str(path)],
-            "train 1 epoch": [
-                *unipair, "train", "--dataset", str(path), "--epochs", "1",
-                "--batch-size", "256", "--accelerator", "cpu", "--out", str(folder / "runs"),
-                "--set", "logging.progress=none", "--set", "logging.save_predictions=false",
-                "--set", "model.width=32",
-                "--set", "model.encoders={'*': {name: mlp, options: {hidden: [32]}}}",
-            ],  # fmt: skip
-        }
+        train = [
+            *unipair, "train", "--dataset", str(path), "--epochs", "1",
+            "--batch-size", "256", "--accelerator", "cpu", "--out", str(folder / "runs"),
+            "--set", "logging.progress=none", "--set", "logging.save_predictions=false",
+            "--set", "model.width=32",
+            "--set", "model.encoders={'*': {name: mlp, options: {hidden: [32]}}}",
+        ]  # fmt: skip
+        show = [*unipair, "datasets", "show", str(path)]
+        commands = {"datasets show": show, "train 1 epoch": train}
         for name, command in commands.items():
             p = peak(*command)
             peaks[name].append((data_bytes, p))
