@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e ".[dev,tensorboard]"
+	$(BIN)/python -m pip install -q -e ".[dev,tensorboard,media,text]"
 	touch $@
 
 demo: $(VENV)/.installed
