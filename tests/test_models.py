@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import unipair
 from unipair.data.batch import MultimodalBatch
@@ -143,3 +145,52 @@ def test_training_on_gpu_in_bf16(tmp_path: Path) -> None:
         f"out={tmp_path}", "fabric.accelerator=gpu", "fabric.precision=bf16-mixed",
     ]))  # fmt: skip
     assert result.summary["device"].startswith("cuda") and result.test["acc"] > 0.9
+
+
+# ---- variable-length sequences: padding never changes an output -------------------------------
+@settings(max_examples=30, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 9), min_size=1, max_size=4),
+    extra=st.integers(0, 6),
+    pool=st.sampled_from(["mean", "none"]),
+    tokens=st.booleans(),
+)
+def test_any_padding_length_leaves_encoder_outputs_unchanged(lengths, extra, pool, tokens) -> None:
+    torch.manual_seed(0)
+    longest = max(lengths)
+    cap = longest + extra
+    shape = (16,) if tokens else (16, 5)
+    enc = create_encoder("tokens" if tokens else "transformer", shape, 8, pool=pool,
+                         vocab=30 if tokens else None).eval()  # fmt: skip
+
+    def batch(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(steps)  # padding values differ with the length
+        size = (len(lengths), steps) if tokens else (len(lengths), steps, 5)
+        x = torch.randint(0, 30, size, generator=g) if tokens else torch.randn(size, generator=g)
+        valid = torch.arange(steps)[None] < torch.tensor(lengths)[:, None]
+        real = torch.arange(longest)
+        base = torch.Generator().manual_seed(99)
+        same = (torch.randint(0, 30, (len(lengths), longest), generator=base) if tokens
+                else torch.randn(len(lengths), longest, 5, generator=base))  # fmt: skip
+        x[:, real] = same  # the real steps are identical in both batches
+        return x, valid
+
+    with torch.no_grad():
+        (xa, va), (xb, vb) = batch(longest), batch(cap)
+        a, b = enc(xa, va), enc(xb, vb)
+    if pool == "none":
+        a, b = a * va.unsqueeze(-1), (b * vb.unsqueeze(-1))[:, :longest]
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_variable_length_modality_needs_an_encoder_that_reads_steps() -> None:
+    from unipair.models.multimodal import ModelConfig, build_encoders
+
+    task = TaskSpec(
+        (ModalitySpec("seq", (20, 4), variable_length=True), ModalitySpec("v", (3,))), 2
+    )
+    model = ModelConfig.model_validate({"encoders": {"seq": {"name": "mlp"}}})
+    with pytest.raises(ConfigError, match="modality 'seq' has variable length"):
+        build_encoders(task, model)
+    tokens = TaskSpec((ModalitySpec("text", (12,), True, vocab=50), ModalitySpec("v", (3,))), 2)
+    assert type(build_encoders(tokens, ModelConfig())["text"]).__name__ == "TokenEncoder"

@@ -45,6 +45,7 @@ __all__ = [
     "check_dataset_is_reproducible",
     "check_dataset_splits_are_disjoint",
     "check_ddp_matches_one_process",
+    "check_encoder_ignores_padding",
     "check_encoder_output_shape",
     "check_encoder_rows_are_independent_in_eval",
     "check_fusion_ignores_missing_rows",
@@ -422,17 +423,25 @@ def yield_method_checks(name: str) -> Iterator[Check]:
 def _encoder(name: str, seed: int = 0):
     from unipair.models.encoders import ENCODERS, create_encoder
 
-    shape = getattr(ENCODERS.get(name), "example_input_shape", None)
+    cls = ENCODERS.get(name)
+    shape = getattr(cls, "example_input_shape", None)
     assert shape is not None, f"encoder {name!r} declares no example_input_shape"
+    vocab = getattr(cls, "example_vocab", None)
     torch.manual_seed(seed)
-    return create_encoder(name, shape, 16), tuple(shape)
+    return create_encoder(name, shape, 16, vocab=vocab), tuple(shape), vocab
+
+
+def _example_input(shape: tuple[int, ...], vocab: int | None, rows: int) -> Tensor:
+    if vocab is not None:  # token ids
+        return torch.randint(0, vocab, (rows, *shape))
+    return torch.randn(rows, *shape)
 
 
 def check_encoder_output_shape(name: str) -> None:
     """[B, *example_input_shape] -> [B, out_dim] (or [B, L, out_dim] for sequence output),
     finite, and every parameter receives a gradient."""
-    enc, shape = _encoder(name)
-    x = torch.randn(4, *shape)
+    enc, shape, vocab = _encoder(name)
+    x = _example_input(shape, vocab, 4)
     out = enc(x)
     want = (4, enc.out_dim) if not enc.sequence_output else (4, out.shape[1], enc.out_dim)
     assert tuple(out.shape) == want, f"encoder {name}: output {tuple(out.shape)}, want {want}"
@@ -444,17 +453,45 @@ def check_encoder_output_shape(name: str) -> None:
 
 def check_encoder_rows_are_independent_in_eval(name: str) -> None:
     """In eval mode a row's output does not depend on the other rows of its batch."""
-    enc, shape = _encoder(name)
+    enc, shape, vocab = _encoder(name)
     enc.eval()
-    x = torch.randn(5, *shape)
+    x = _example_input(shape, vocab, 5)
     with torch.no_grad():
         full, alone = enc(x), enc(x[:1])
     torch.testing.assert_close(alone, full[:1], rtol=1e-4, atol=1e-5, msg=f"encoder {name}")
 
 
+def check_encoder_ignores_padding(name: str) -> None:
+    """For encoders that read padded sequences: padding steps (any values, any amount) leave
+    the output of every real step, and the pooled output, unchanged."""
+    enc, shape, vocab = _encoder(name)
+    enc.eval()
+    length = shape[0]
+    x = _example_input(shape, vocab, 3)
+    valid = torch.zeros(3, length, dtype=torch.bool)
+    for row, n in enumerate((length, length // 2, 1)):
+        valid[row, :n] = True
+    junk = _example_input(shape, vocab, 3)
+    padded = torch.where(valid.view(3, length, *[1] * (x.dim() - 2)), x, junk)
+    with torch.no_grad():
+        a, b = enc(x, valid), enc(padded, valid)
+        short = enc(x[:, : length // 2 + 1], valid[:, : length // 2 + 1])
+    if enc.sequence_output:
+        keep = valid.unsqueeze(-1)
+        a, b = a * keep, b * keep
+        short = torch.nn.functional.pad(short, (0, 0, 0, a.shape[1] - short.shape[1]))
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=f"encoder {name}: pad values")
+    rows = slice(1, 3)  # the rows whose real steps fit in the shorter batch
+    torch.testing.assert_close(short[rows], a[rows], rtol=1e-5, atol=1e-5, msg=f"{name}: length")
+
+
 def yield_encoder_checks(name: str) -> Iterator[Check]:
+    from unipair.models.encoders import ENCODERS
+
     yield check_encoder_output_shape
     yield check_encoder_rows_are_independent_in_eval
+    if getattr(ENCODERS.get(name), "reads_steps", False):
+        yield check_encoder_ignores_padding
 
 
 # ---------------------------------------------------------------------------- fusion checks

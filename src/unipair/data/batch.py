@@ -2,6 +2,9 @@
 
 A modality that is missing is explicit: ``present`` is False and its tensor is zeros of the
 right shape. Code downstream must read ``present``; a zero tensor alone never means "missing".
+A sequence modality whose samples differ in length (token ids, [T, D] features) is padded to
+the batch's longest sample and carries ``valid[m]``, bool [B, L]: which steps are real. Encoders
+that read sequences honour it, so padding never changes an output.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class MultimodalBatch:
     #: modality -> True if no row misses it; computed once (on CPU, where batches are built)
     #: so models can skip masking without a device synchronisation per step
     complete: dict[str, bool] = field(default_factory=dict)
+    #: variable-length modalities only: bool [B, L], True for real (not padding) steps
+    valid: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = self.labels.shape[0]
@@ -55,6 +60,13 @@ class MultimodalBatch:
                 raise ValueError(
                     f"modality {m!r}: inputs {tuple(x.shape)} / present "
                     f"{tuple(self.present[m].shape)} do not match {n} labels"
+                )
+        for m, v in self.valid.items():
+            x = self.inputs[m]
+            if v.dtype != torch.bool or v.shape != tuple(x.shape[:2]):
+                raise ValueError(
+                    f"modality {m!r}: valid {tuple(v.shape)} {v.dtype} must be bool "
+                    f"{tuple(x.shape[:2])} (rows, steps)"
                 )
         if self.index.numel() == 0:
             self.index = torch.arange(n)
@@ -75,6 +87,7 @@ class MultimodalBatch:
             labels=self.labels.to(device, non_blocking=non_blocking),
             index=self.index.to(device, non_blocking=non_blocking),
             complete=self.complete,
+            valid={m: v.to(device, non_blocking=non_blocking) for m, v in self.valid.items()},
         )
 
     def pin_memory(self) -> MultimodalBatch:
@@ -84,6 +97,7 @@ class MultimodalBatch:
             labels=self.labels.pin_memory(),
             index=self.index.pin_memory(),
             complete=self.complete,
+            valid={m: v.pin_memory() for m, v in self.valid.items()},
         )
 
     def masks(self) -> dict[str, Tensor | None]:
@@ -97,6 +111,7 @@ class MultimodalBatch:
             present={m: p[rows] for m, p in self.present.items()},
             labels=self.labels[rows],
             index=self.index[rows],
+            valid={m: v[rows] for m, v in self.valid.items()},
         )
 
     def only(self, modalities: Iterable[str]) -> MultimodalBatch:
@@ -108,6 +123,7 @@ class MultimodalBatch:
             labels=self.labels,
             index=self.index,
             complete={m: self.complete[m] for m in keep},
+            valid={m: v for m, v in self.valid.items() if m in keep},
         )
 
     def with_missing(self, missing: Mapping[str, Tensor]) -> MultimodalBatch:
@@ -122,7 +138,7 @@ class MultimodalBatch:
             inputs[m] = inputs[m] * keep.view(-1, *([1] * (inputs[m].dim() - 1))).to(
                 inputs[m].dtype
             )
-        return MultimodalBatch(inputs, present, self.labels, self.index)
+        return MultimodalBatch(inputs, present, self.labels, self.index, valid=dict(self.valid))
 
 
 def collate(samples: Sequence[Sample]) -> MultimodalBatch:

@@ -36,14 +36,22 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class ModalitySpec:
-    """Name and per-sample shape of one modality (the batch dimension excluded)."""
+    """Name and per-sample shape of one modality (the batch dimension excluded).
+
+    ``variable_length``: the first dimension is a maximum; batches are padded to their longest
+    sample and carry ``valid`` masks. ``vocab``: the samples are integer token ids below it.
+    """
 
     name: str
     shape: tuple[int, ...]
+    variable_length: bool = False
+    vocab: int | None = None
 
     @property
     def kind(self) -> str:
         """A coarse structural kind, used to pick a default encoder."""
+        if self.vocab is not None:
+            return "tokens"
         return {1: "vector", 2: "sequence", 3: "image", 4: "video"}.get(len(self.shape), "tensor")
 
 
@@ -69,12 +77,6 @@ class TaskSpec:
             if m.name == name:
                 return m
         raise UnknownNameError(f"unknown modality {name!r}; this dataset has {self.names}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "modalities": {m.name: list(m.shape) for m in self.modalities},
-            "num_classes": self.num_classes,
-        }
 
 
 class MultimodalDataset(Dataset[Sample]):

@@ -264,8 +264,14 @@ class MLA(Method):
     def encode(self, batch: MultimodalBatch, m: str) -> Tensor:
         """[B, width] features of modality m; rows where it is missing are zeros, never encoded."""
         enc = self.encoders[m]
-        z = encode_present(enc, batch.inputs[m], batch.present[m], batch.complete[m])
-        return z.mean(1) if enc.sequence_output else z
+        valid = batch.valid.get(m)
+        z = encode_present(enc, batch.inputs[m], batch.present[m], batch.complete[m], valid=valid)
+        if not enc.sequence_output:
+            return z
+        if valid is None:
+            return z.mean(1)
+        keep = valid.unsqueeze(-1).to(z.dtype)
+        return (z * keep).sum(1) / keep.sum(1).clamp_min(1.0)
 
     def forward(
         self, batch: MultimodalBatch, modality: str | None = None

@@ -75,7 +75,7 @@ class PgM(Method):
         return self.pgm.parameter_groups()
 
     def forward(self, batch: MultimodalBatch) -> PgMOutputs:
-        return self.pgm(batch.inputs, batch.present)
+        return self.pgm(batch.inputs, batch.present, batch.valid)
 
     def training_step(self, batch: MultimodalBatch, step: TrainStep) -> dict[str, Tensor]:
         step.zero_grad()
@@ -109,7 +109,7 @@ class PgM(Method):
         return None
 
     def predict(self, batch: MultimodalBatch) -> Prediction:
-        out = self.pgm(batch.inputs, batch.present)
+        out = self.pgm(batch.inputs, batch.present, batch.valid)
         per_mod = out.uni_logits or self.pgm.task_slices(out)
         shares = {f"uni_share/{m}": s for m, s in self.pgm.uni_share(out).items()}
         arrays = {} if out.paired_logits is None else {"paired_logits": out.paired_logits}

@@ -35,11 +35,14 @@ class Encoder(nn.Module):
     """Maps [B, *input_shape] to [B, out_dim] (or [B, L, out_dim] when ``sequence_output``).
 
     ``example_input_shape`` is a small input the encoder accepts; the conformance kit
-    (``unipair.testing``) builds every registered encoder with it.
+    (``unipair.testing``) builds every registered encoder with it. Encoders that read
+    variable-length sequences set ``reads_steps`` and take ``forward(x, valid)`` with ``valid``
+    bool [B, L] (True for real steps, None when nothing is padded).
     """
 
     out_dim: int
     sequence_output: bool = False
+    reads_steps: ClassVar[bool] = False
     example_input_shape: ClassVar[tuple[int, ...]]
 
 
@@ -163,14 +166,48 @@ class ResNet18Encoder(Encoder):
         return self.proj(z)
 
 
+class _SequenceTransformer(nn.Module):
+    """Learned positions, pre-norm transformer layers and masked mean pooling: a padded step
+    never changes the output of a real one."""
+
+    def __init__(
+        self, length: int, width: int, layers: int, heads: int, ff_mult: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(1, length, width))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, ff_mult * width, dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, z: Tensor, valid: Tensor | None, pool: bool) -> Tensor:
+        z = z + self.pos[:, : z.shape[1]]
+        z = self.norm(self.encoder(z, src_key_padding_mask=None if valid is None else ~valid))
+        if valid is None:
+            return z.mean(1) if pool else z
+        keep = valid.unsqueeze(-1).to(z.dtype)
+        if not pool:
+            return z * keep
+        return (z * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+
+
+def _check_pool(pool: str) -> None:
+    if pool not in ("mean", "none"):
+        raise ConfigError(f"transformer pool must be 'mean' or 'none', got {pool!r}")
+
+
 @ENCODERS.register("transformer")
 class TransformerEncoder(Encoder):
     """For sequences [L, D]: linear embedding, learned positions, pre-norm transformer layers.
 
-    ``pool="mean"`` returns [B, width]; ``pool="none"`` returns the sequence [B, L, width].
+    ``pool="mean"`` returns [B, width] (the mean over real steps); ``pool="none"`` returns the
+    sequence [B, L, width] (padded steps zero).
     """
 
     example_input_shape = (6, 8)
+    reads_steps = True
 
     def __init__(
         self,
@@ -185,30 +222,59 @@ class TransformerEncoder(Encoder):
         super().__init__()
         if len(input_shape) != 2:
             raise ConfigError(f"transformer encoder needs [L, D] inputs, got {list(input_shape)}")
-        if pool not in ("mean", "none"):
-            raise ConfigError(f"transformer pool must be 'mean' or 'none', got {pool!r}")
+        _check_pool(pool)
         length, dim = input_shape
         self.embed = nn.Linear(dim, width)
-        self.pos = nn.Parameter(torch.zeros(1, length, width))
-        nn.init.trunc_normal_(self.pos, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            width, heads, ff_mult * width, dropout, batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(width)
+        self.body = _SequenceTransformer(length, width, layers, heads, ff_mult, dropout)
         self.pool = pool
         self.sequence_output = pool == "none"
         self.out_dim = width
 
-    def forward(self, x: Tensor) -> Tensor:
-        z = self.norm(self.encoder(self.embed(x) + self.pos))
-        return z if self.sequence_output else z.mean(1)
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.body(self.embed(x), valid, pool=not self.sequence_output)
 
 
-def default_encoder(shape: Sequence[int]) -> tuple[str, dict[str, Any]]:
-    """Pick an encoder from the sample shape: vectors->mlp, [L, D]->transformer,
+@ENCODERS.register("tokens")
+class TokenEncoder(Encoder):
+    """For token ids [L] (text): a token embedding, then the same transformer as for [L, D]
+    sequences. ``vocab_size`` comes from the dataset's tokenizer."""
+
+    example_input_shape = (12,)
+    example_vocab = 50
+    reads_steps = True
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        width: int,
+        vocab_size: int | None = None,
+        layers: int = 2,
+        heads: int = 4,
+        ff_mult: int = 2,
+        dropout: float = 0.1,
+        pool: str = "mean",
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 1:
+            raise ConfigError(f"tokens encoder needs [L] token ids, got {list(input_shape)}")
+        if vocab_size is None or vocab_size < 1:
+            raise ConfigError("tokens encoder needs vocab_size (the tokenizer's vocabulary size)")
+        _check_pool(pool)
+        self.embed = nn.Embedding(vocab_size, width)
+        self.body = _SequenceTransformer(input_shape[0], width, layers, heads, ff_mult, dropout)
+        self.sequence_output = pool == "none"
+        self.out_dim = width
+
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.body(self.embed(x.long()), valid, pool=not self.sequence_output)
+
+
+def default_encoder(shape: Sequence[int], vocab: int | None = None) -> tuple[str, dict[str, Any]]:
+    """Pick an encoder from the sample: token ids->tokens, vectors->mlp, [L, D]->transformer,
     small images->cnn, large images and clips->resnet18."""
     rank = len(shape)
+    if vocab is not None:
+        return "tokens", {"vocab_size": vocab}
     if rank == 1:
         return "mlp", {}
     if rank == 2:
@@ -221,12 +287,19 @@ def default_encoder(shape: Sequence[int]) -> tuple[str, dict[str, Any]]:
 
 
 def create_encoder(
-    name: str | None, input_shape: Sequence[int], width: int, **options: Any
+    name: str | None,
+    input_shape: Sequence[int],
+    width: int,
+    vocab: int | None = None,
+    **options: Any,
 ) -> Encoder:
-    """Build a registered encoder; ``name=None`` uses :func:`default_encoder`."""
+    """Build a registered encoder; ``name=None`` uses :func:`default_encoder`. ``vocab``: the
+    modality's token vocabulary (given to encoders that take ``vocab_size``)."""
     if name is None:
-        name, defaults = default_encoder(input_shape)
+        name, defaults = default_encoder(input_shape, vocab)
         options = {**defaults, **options}
+    elif vocab is not None and name == "tokens":
+        options = {"vocab_size": vocab, **options}
     factory = ENCODERS.get(name)
     try:
         return factory(input_shape=tuple(input_shape), width=width, **options)

@@ -71,11 +71,19 @@ def build_encoders(
     fallback = config.encoders.get("*", EncoderConfig())
     encoders = {}
     for m in names:
-        enc = config.encoders.get(m, fallback)
+        enc, spec = config.encoders.get(m, fallback), task[m]
         try:
-            encoders[m] = create_encoder(enc.name, task[m].shape, config.width, **enc.options)
+            encoders[m] = create_encoder(
+                enc.name, spec.shape, config.width, vocab=spec.vocab, **enc.options
+            )
         except ConfigError as e:
-            raise ConfigError(f"modality {m!r} (shape {list(task[m].shape)}): {e}") from None
+            raise ConfigError(f"modality {m!r} (shape {list(spec.shape)}): {e}") from None
+        if spec.variable_length and not getattr(encoders[m], "reads_steps", False):
+            raise ConfigError(
+                f"modality {m!r} has variable length (up to {spec.shape[0]} steps): its encoder "
+                f"{type(encoders[m]).__name__} cannot read padded sequences; use 'transformer' "
+                "(or 'tokens' for token ids)"
+            )
     return nn.ModuleDict(encoders)
 
 
@@ -86,24 +94,35 @@ def encode_present(
     complete: bool | None = None,
     width: int | None = None,
     sequence: bool | None = None,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Encode only the rows where the modality is present; missing rows get zero features.
 
     Missing inputs are never run through the encoder, so they cannot leak into batch
     statistics (BatchNorm) or be mistaken for data. Works for any module; ``complete`` (no row
     missing) saves a check when known. ``width``/``sequence`` describe the output for a batch
-    with no present row (default: the encoder's ``out_dim``/``sequence_output``).
+    with no present row (default: the encoder's ``out_dim``/``sequence_output``). ``valid``
+    (bool [B, L]) marks the real steps of a padded sequence for encoders that read them.
     """
+
+    def run(rows: Tensor | None) -> Tensor:
+        inputs = x if rows is None else x[rows]
+        if valid is None:
+            return encoder(inputs)
+        return encoder(inputs, valid if rows is None else valid[rows])
+
     if complete if complete is not None else bool(present.all()):
-        return encoder(x)
+        return run(None)
     rows = torch.nonzero(present).squeeze(1)
     if rows.numel() == 0 and has_sync_batchnorm(encoder):
-        encoder(x[rows])  # take part in the other processes' BatchNorm all-reduces
+        run(rows)  # take part in the other processes' BatchNorm all-reduces
     if rows.numel() == 0:  # nothing reads these rows: a length-1 sequence is enough
         width = width if width is not None else encoder.out_dim
         seq = sequence if sequence is not None else getattr(encoder, "sequence_output", False)
-        return x.new_zeros((x.shape[0], 1, width) if seq else (x.shape[0], width))
-    encoded = encoder(x[rows])
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        shape = (x.shape[0], 1, width) if seq else (x.shape[0], width)
+        return torch.zeros(shape, dtype=dtype, device=x.device)
+    encoded = run(rows)
     return encoded.new_zeros((x.shape[0], *encoded.shape[1:])).index_put((rows,), encoded)
 
 
@@ -160,7 +179,11 @@ class MultimodalModel(nn.Module):
     def encode(self, batch: MultimodalBatch) -> dict[str, Tensor]:
         return {
             m: encode_present(
-                self.encoders[m], batch.inputs[m], batch.present[m], batch.complete[m]
+                self.encoders[m],
+                batch.inputs[m],
+                batch.present[m],
+                batch.complete[m],
+                valid=batch.valid.get(m),
             )
             for m in self.modalities
         }

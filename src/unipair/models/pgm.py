@@ -587,16 +587,30 @@ class PgMAdapter(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------
     def encode(
-        self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor]
+        self,
+        inputs: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+        valid: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
+        """Encoder outputs h_m; ``valid`` marks the real steps of padded sequences (for
+        encoders that pool them; PgM's learners read no padding mask, so a per-step output of
+        a padded modality is refused)."""
         out = {}
+        valid = valid or {}
         for m in self.modalities:
+            if m in valid and self.sequence[m]:
+                raise ConfigError(
+                    f"PgMAdapter: modality {m!r} is padded to a batch length and its encoder "
+                    "returns steps; PgM's learners take no padding mask, so pool it (e.g. the "
+                    "transformer encoder's pool: mean)"
+                )
             h = encode_present(
                 self.encoders[m],
                 inputs[m],
                 present[m],
                 width=self.widths[m],
                 sequence=self.sequence[m],
+                valid=valid.get(m),
             )
             if h.shape[-1] != self.widths[m]:
                 raise ValueError(
@@ -607,7 +621,10 @@ class PgMAdapter(nn.Module):
         return out
 
     def forward(
-        self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
+        self,
+        inputs: Mapping[str, Tensor],
+        present: Mapping[str, Tensor] | None = None,
+        valid: Mapping[str, Tensor] | None = None,
     ) -> PgMOutputs:
         """Encoders -> partitioner -> uni / paired learners -> decoder -> task head."""
         if present is None:
@@ -615,7 +632,7 @@ class PgMAdapter(nn.Module):
             dev = next(iter(inputs.values())).device
             present = {m: torch.ones(n, dtype=torch.bool, device=dev) for m in self.modalities}
         present = dict(present)
-        h = self.encode(inputs, present)
+        h = self.encode(inputs, present, valid)
         return self.from_features(h, present)
 
     def from_features(self, h: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> PgMOutputs:
