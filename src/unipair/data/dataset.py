@@ -21,6 +21,7 @@ from unipair.data.batch import MultimodalBatch, Sample
 from unipair.errors import DataFormatError, RunDirError, UnknownNameError
 
 __all__ = [
+    "HiddenRows",
     "LazyMultimodalDataset",
     "ModalitySpec",
     "MultimodalData",
@@ -119,6 +120,31 @@ class MultimodalDataset(Dataset[Sample]):
     def eval_view(self) -> MultimodalDataset:
         """The same rows without random augmentation (what evaluation and probes read)."""
         return self
+
+    def with_missing(self, missing: Mapping[str, Tensor]) -> MultimodalDataset:
+        """A view where ``missing[m]`` (bool [N]) rows of modality m are absent."""
+        return HiddenRows(self, missing)
+
+
+class HiddenRows(MultimodalDataset):
+    """Another dataset with some (row, modality) pairs marked missing when fetched."""
+
+    def __init__(self, base: MultimodalDataset, missing: Mapping[str, Tensor]) -> None:
+        unknown = sorted(set(missing) - set(base.present))
+        if unknown:
+            raise UnknownNameError(f"unknown modality {unknown}; dataset has {base.modalities}")
+        self.base, self.missing = base, {m: r.bool() for m, r in missing.items()}
+        self.labels = base.labels
+        self.present = {
+            m: p & ~self.missing[m] if m in self.missing else p for m, p in base.present.items()
+        }
+
+    def fetch(self, indices: Tensor) -> MultimodalBatch:
+        hide = {m: rows[indices] for m, rows in self.missing.items()}
+        return self.base.fetch(indices).with_missing(hide)
+
+    def eval_view(self) -> MultimodalDataset:
+        return HiddenRows(self.base.eval_view(), self.missing)
 
 
 class RowSubset(MultimodalDataset):

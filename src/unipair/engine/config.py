@@ -135,7 +135,13 @@ class TrainConfig(StrictModel):
     early_stopping_patience: int | None = Field(None, ge=1)
     monitor: Literal["acc", "f1", "loss"] = Field("acc", description="validation metric")
     drop_last: bool = False
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(
+        0, ge=0, description="DataLoader processes decoding batches (train and validation)"
+    )
+    pin_memory: bool | None = Field(None, description="page-locked batches (None: on CUDA)")
+    prefetch_factor: int | None = Field(
+        None, ge=1, description="batches each worker prepares ahead (None: PyTorch's 2)"
+    )
     test: bool = Field(
         True, description="evaluate the test split once at the end (false: tuning runs)"
     )

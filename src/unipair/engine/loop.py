@@ -189,7 +189,9 @@ class Trainer:
     def _build_loaders(self) -> None:
         fabric, cfg = self.fabric, self.cfg
         world, rank = fabric.world_size, fabric.global_rank
-        self.pin = fabric.device.type == "cuda"
+        pin = cfg.train.pin_memory
+        self.pin = fabric.device.type == "cuda" if pin is None else pin
+        workers, prefetch = cfg.train.num_workers, cfg.train.prefetch_factor
         self.sampler = GlobalBatchSampler(
             len(self.train_set), cfg.train.batch_size, cfg.train.seed, rank, world,
             cfg.train.drop_last,
@@ -200,18 +202,22 @@ class Trainer:
                 f"{cfg.train.batch_size} with drop_last={cfg.train.drop_last}"
             )
         self.eval_bs = max(1, cfg.train.eval_batch_size // world)
-        self.train_loader = make_loader(
-            self.train_set, self.sampler, cfg.train.num_workers, self.pin
-        )
+        self.train_loader = make_loader(self.train_set, self.sampler, workers, self.pin, prefetch)
         self.val_loader = make_loader(
-            self.data.val, ShardBatchSampler(len(self.data.val), self.eval_bs, rank, world)
+            self.data.val.eval_view(),
+            ShardBatchSampler(len(self.data.val), self.eval_bs, rank, world),
+            workers,
+            self.pin,
+            prefetch,
         )
         self.metrics = MultimodalMetrics(self.data.spec.num_classes, self.method.modalities)
         self.metrics.to(fabric.device)
         self.epoch_data = EpochData(
             self.method,
             probe=lambda: self._shard(self.train_set.eval_view()),
-            heldout=None if self.heldout is None else (lambda: self._shard(self.heldout)),
+            heldout=None
+            if self.heldout is None
+            else (lambda: self._shard(self.heldout.eval_view())),
             heldout_size=len(self.heldout) if self.heldout is not None else 0,
         )
 
@@ -219,7 +225,8 @@ class Trainer:
         """This process's share of ``ds`` in evaluation batches, on the device."""
         fabric = self.fabric
         sampler = ShardBatchSampler(len(ds), self.eval_bs, fabric.global_rank, fabric.world_size)
-        return (on_device(b, fabric) for b in make_loader(ds, sampler))
+        loader = make_loader(ds, sampler, self.cfg.train.num_workers, self.pin)
+        return (on_device(b, fabric) for b in loader)
 
     def _train_step(self) -> TrainStep:
         fabric, cfg = self.fabric, self.cfg
@@ -476,7 +483,10 @@ class Trainer:
     def _evaluate_test(self) -> dict[str, float]:
         fabric, data = self.fabric, self.data
         loader = make_loader(
-            data.test, ShardBatchSampler(len(data.test), self.cfg.train.eval_batch_size)
+            data.test.eval_view(),
+            ShardBatchSampler(len(data.test), self.cfg.train.eval_batch_size),
+            self.cfg.train.num_workers,
+            self.pin,
         )
         metrics = MultimodalMetrics(data.spec.num_classes, self.method.modalities, sync=False)
         test, arrays = predict_split(

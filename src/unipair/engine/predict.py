@@ -17,11 +17,10 @@ from torch.utils.data import DataLoader, Sampler
 
 from unipair import datasets
 from unipair.data.batch import MultimodalBatch
-from unipair.data.dataset import MultimodalData, MultimodalDataset, TensorMultimodalDataset
+from unipair.data.dataset import MultimodalData, MultimodalDataset
 from unipair.data.missing import missing_masks
 from unipair.engine.config import RunConfig
 from unipair.engine.metrics import MultimodalMetrics
-from unipair.errors import ConfigError
 from unipair.io import atomic_path
 from unipair.methods import Method, Prediction
 from unipair.methods import create as create_method
@@ -41,8 +40,6 @@ def load_data(cfg: RunConfig) -> MultimodalData:
     data = datasets.create(cfg.dataset.name, **cfg.dataset.options)
     rate = cfg.dataset.train_missing_rate
     if rate and (not isinstance(rate, Mapping) or any(rate.values())):
-        if not isinstance(data.train, TensorMultimodalDataset):
-            raise ConfigError("dataset.train_missing_rate needs an in-memory dataset")
         masks = missing_masks(len(data.train), data.spec.names, rate, seed=cfg.train.seed + 7919)
         data.train = data.train.with_missing(masks)
         data.info["train_missing_rate"] = rate
@@ -54,9 +51,14 @@ def build_method(cfg: RunConfig, data: MultimodalData) -> Method:
 
 
 def make_loader(
-    ds: MultimodalDataset, sampler: Sampler[list[int]], workers: int = 0, pin: bool = False
+    ds: MultimodalDataset,
+    sampler: Sampler[list[int]],
+    workers: int = 0,
+    pin: bool = False,
+    prefetch: int | None = None,
 ) -> DataLoader:
-    """A loader whose dataset answers whole batches (``__getitems__``)."""
+    """A loader whose dataset answers whole batches (``__getitems__``); with ``workers`` the
+    batches are decoded in that many persistent processes, ``prefetch`` batches ahead each."""
     return DataLoader(
         ds,
         batch_sampler=sampler,
@@ -64,6 +66,7 @@ def make_loader(
         num_workers=workers,
         pin_memory=pin,
         persistent_workers=workers > 0,
+        prefetch_factor=prefetch if workers > 0 else None,
     )
 
 

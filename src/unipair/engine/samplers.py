@@ -4,6 +4,11 @@ Training: each epoch is a seeded permutation cut into global batches of ``batch_
 r takes every N-th sample of each global batch. The union over processes is exactly the
 single-process batch, so DDP averages the same gradient a single process computes.
 Evaluation: process r takes samples r, r+N, ... with no padding, so no sample counts twice.
+
+Each batch of indices is an :class:`IndexBatch`, a list that also carries the epoch, so a
+dataset that augments seeds every sample from (run seed, epoch, index) in whichever DataLoader
+worker fetches it: the augmentations do not depend on the number of workers, and a resumed run
+sees those of the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -15,7 +20,18 @@ from torch.utils.data import Sampler
 
 from unipair.errors import ConfigError
 
-__all__ = ["GlobalBatchSampler", "ShardBatchSampler"]
+__all__ = ["GlobalBatchSampler", "IndexBatch", "ShardBatchSampler"]
+
+
+class IndexBatch(list):
+    """Indices of one batch, with the epoch they are drawn for (-1: evaluation)."""
+
+    def __init__(self, indices: list[int], epoch: int = -1) -> None:
+        super().__init__(indices)
+        self.epoch = epoch
+
+    def __reduce__(self):  # pickled to DataLoader workers with its epoch
+        return (IndexBatch, (list(self), self.epoch))
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -52,7 +68,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for b in self._global_batches():
-            yield b[self.rank :: self.world_size].tolist()
+            yield IndexBatch(b[self.rank :: self.world_size].tolist(), self.epoch)
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
@@ -67,7 +83,7 @@ class ShardBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for b in self.indices.split(self.batch_size):
-            yield b.tolist()
+            yield IndexBatch(b.tolist())
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)

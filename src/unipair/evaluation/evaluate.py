@@ -13,7 +13,7 @@ from typing import Any
 
 from lightning_fabric import Fabric
 
-from unipair.data.dataset import MultimodalData, TensorMultimodalDataset
+from unipair.data.dataset import MultimodalData
 from unipair.data.missing import missing_masks
 from unipair.engine.checkpoint import read_checkpoint
 from unipair.engine.config import load_config
@@ -65,7 +65,7 @@ class LoadedRun:
         missing_seed: int = 0,
         batch_size: int | None = None,
     ) -> dict[str, float]:
-        ds = self.data.split(split)
+        ds = self.data.split(split).eval_view()
         names = self.data.spec.names
         if missing_modality is not None:
             if missing_modality not in names:
@@ -77,8 +77,6 @@ class LoadedRun:
             missing_rate = {missing_modality: float(missing_rate)}
         hides = missing_rate if isinstance(missing_rate, Mapping) else {"*": missing_rate}
         if any(r > 0 for r in hides.values()):
-            if not isinstance(ds, TensorMultimodalDataset):
-                raise ConfigError("missing-modality evaluation needs an in-memory dataset")
             ds = ds.with_missing(missing_masks(len(ds), names, missing_rate, missing_seed))
         bs = batch_size or self.config.train.eval_batch_size
         loader = make_loader(ds, ShardBatchSampler(len(ds), bs))
