@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["DatasetEntry", "create", "dataset_options", "list_datasets", "register_dataset"]
 
 _NPZ_LOADER = "unipair.data.npz:load_npz"
+_MANIFEST_LOADER = "unipair.data.manifest:load_manifest"
 
 
 def _resolve(loader: Callable[..., MultimodalData] | str) -> Callable[..., MultimodalData]:
@@ -79,24 +80,44 @@ def is_npz_path(name: str) -> bool:
     return Path(name).suffix.lower() == ".npz"
 
 
+def is_manifest_path(name: str) -> bool:
+    """A path to a manifest (``.csv``, ``.jsonl``) or to a folder ``unipair prepare`` wrote."""
+    path = Path(name)
+    return path.suffix.lower() in (".csv", ".jsonl") or (path / "prepared.json").is_file()
+
+
+def file_loader(name: str) -> str | None:
+    """The loader of a dataset given as a path (``module:function``), None for a name."""
+    if is_npz_path(name):
+        return _NPZ_LOADER
+    if is_manifest_path(name):
+        return _MANIFEST_LOADER
+    return None
+
+
 def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
 def dataset_options(name: str) -> dict[str, Any]:
     """Options a dataset accepts, with their defaults (``inspect.Parameter.empty`` if required)."""
-    factory = _resolve(_NPZ_LOADER) if is_npz_path(name) else DATASETS.get(name).factory
+    loader = file_loader(name)
+    factory = _resolve(loader) if loader else DATASETS.get(name).factory
     params = list(inspect.signature(factory).parameters.values())
     return {p.name: p.default for p in params if p.name != "path"}
 
 
 def create(name: str, **options: Any) -> MultimodalData:
-    """Load a registered dataset by name, or a user's ``.npz`` file by path."""
-    if is_npz_path(name):
+    """Load a registered dataset by name, or a user's ``.npz``, manifest (``.csv``,
+    ``.jsonl``) or prepared folder by path."""
+    loader = file_loader(name)
+    if loader is not None:
         _check_options(name, options)
-        return _resolve(_NPZ_LOADER)(name, **options)
+        return _resolve(loader)(name, **options)
     if name not in DATASETS:
-        raise UnknownNameError(DATASETS.unknown_message(name) + " (or give a path to an .npz file)")
+        raise UnknownNameError(
+            DATASETS.unknown_message(name) + " (or give a path to an .npz file or a manifest)"
+        )
     _check_options(name, options)
     return DATASETS.get(name).factory(**options)
 

@@ -15,7 +15,7 @@ import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from unipair.config_base import StrictModel
-from unipair.data.registry import DATASETS, dataset_options, is_npz_path
+from unipair.data.registry import DATASETS, dataset_options, file_loader
 from unipair.errors import ConfigError
 from unipair.methods.base import MethodHparams
 from unipair.methods.registry import METHODS, validate_hparams
@@ -67,7 +67,10 @@ def yaml_load(text: str) -> Any:
 
 
 class DataConfig(StrictModel):
-    name: str = Field("handwritten", description="registered dataset name or path to an .npz")
+    name: str = Field(
+        "handwritten",
+        description="registered name, or a path to an .npz, a manifest or a prepared folder",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
     train_missing_rate: float | dict[str, float] = Field(
         0.0, description="hide modalities in training samples: one rate, or one per modality"
@@ -75,8 +78,10 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _known(self) -> DataConfig:
-        if not is_npz_path(self.name) and self.name not in DATASETS:
-            raise ValueError(DATASETS.unknown_message(self.name) + " (or a path to an .npz)")
+        if file_loader(self.name) is None and self.name not in DATASETS:
+            raise ValueError(
+                DATASETS.unknown_message(self.name) + " (or a path to an .npz or a manifest)"
+            )
         allowed = dataset_options(self.name)
         unknown = sorted(set(self.options) - set(allowed))
         if unknown:

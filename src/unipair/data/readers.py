@@ -1,0 +1,312 @@
+"""Readers: how one manifest cell (a path, or a text) becomes one sample of a modality.
+
+Reading is split in two so that a prepared cache can keep the costly, deterministic part:
+
+* ``load(value, augment, generator)`` decodes: audio to features, a clip to its frames (the
+  random frame of each segment when augmenting, else the middle one, resized to the eval size),
+  a text to token ids. Without augmentation it is deterministic, which is what ``prepare``
+  stores.
+* ``finish(loaded, augment, generator)`` adds what is random or cheap: the train crop and flip
+  (when augmenting) and the normalisation.
+
+Randomness comes only from ``generator``, seeded per (run seed, epoch, sample index), so the
+number of DataLoader workers and a resume never change what a sample looks like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from unipair.errors import ConfigError
+from unipair.registry import Registry
+
+__all__ = ["READERS", "Reader", "create_reader", "infer_kind"]
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus"}
+VIDEO_SUFFIXES = {".mp4", ".flv", ".avi", ".mkv", ".webm", ".mov"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+ARRAY_SUFFIXES = {".npy", ".pt", ".pth"}
+
+
+class Reader(ABC):
+    """One modality's reader; ``params()`` is what a prepared cache is fingerprinted by."""
+
+    kind: ClassVar[str]
+    #: the modality's samples differ in length (padded per batch, with ``valid`` masks)
+    variable_length: ClassVar[bool] = False
+    #: the cell is a path (else: the value itself, e.g. a text)
+    reads_files: ClassVar[bool] = True
+    vocab: int | None = None
+
+    @abstractmethod
+    def params(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def shape(self) -> tuple[int, ...]:
+        """The shape of ``finish``'s output (for variable length: the longest)."""
+
+    @abstractmethod
+    def load(self, value: str, augment: bool, generator: torch.Generator | None) -> Any: ...
+
+    def finish(self, loaded: Any, augment: bool, generator: torch.Generator | None) -> Tensor:
+        return torch.as_tensor(np.asarray(loaded))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(repr(sorted(self.params().items())).encode()).hexdigest()[:16]
+
+
+READERS: Registry[Callable[..., Reader]] = Registry("reader")
+
+
+def create_reader(kind: str, **options: Any) -> Reader:
+    """The reader of ``kind`` (audio, video, frames, image, text, array) with ``options``;
+    an option the reader does not take is named."""
+    factory = READERS.get(kind)
+    try:
+        return factory(**options)
+    except TypeError as e:
+        raise ConfigError(f"{kind} reader: {e}") from None
+
+
+def infer_kind(value: str, root: Path) -> str:
+    """The reader kind for a cell, from its file extension (a folder: extracted frames)."""
+    suffix = Path(value).suffix.lower()
+    if suffix in AUDIO_SUFFIXES:
+        return "audio"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in ARRAY_SUFFIXES:
+        return "array"
+    if (root / value).is_dir():
+        return "frames"
+    return "text"
+
+
+@READERS.register("audio")
+class AudioReader(Reader):
+    """A recording (or the audio track of a video) as features: ``fbank`` (Kaldi, the MLA /
+    MMPareto recipe), ``stft_ogm`` (OGM-GE's log-STFT) or ``logmel``; read at the features'
+    sample rate unless ``rate`` is given; ``duration`` seconds fits the waveform first."""
+
+    kind = "audio"
+
+    def __init__(
+        self,
+        features: str = "fbank",
+        feature_options: Mapping[str, Any] | None = None,
+        rate: int | None = None,
+        duration: float | None = None,
+        fit: str = "pad",
+        channel_first: bool = True,
+    ) -> None:
+        from unipair.data.media.features import create_audio_features
+
+        self.features = create_audio_features(features, **dict(feature_options or {}))
+        self.name = features
+        self.rate = int(rate or self.features.sample_rate)
+        self.duration, self.fit, self.channel_first = duration, fit, channel_first
+        probe = np.zeros(round((duration or 1.0) * self.rate), np.float32)
+        self._shape = tuple(self._features(probe).shape)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "features": self.name,
+            **{f"feature.{k}": v for k, v in self.features.params().items()},
+            "rate": self.rate,
+            "duration": self.duration,
+            "fit": self.fit,
+            "channel_first": self.channel_first,
+        }
+
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def _features(self, wave: np.ndarray) -> Tensor:
+        x = self.features(wave).float()
+        return x.unsqueeze(0) if self.channel_first else x
+
+    def load(self, value: str, augment: bool, generator: torch.Generator | None) -> Tensor:
+        from unipair.data.media.audio import fit_duration, read_audio
+
+        wave = read_audio(value, self.rate)
+        if self.duration is not None:
+            wave = fit_duration(wave, round(self.duration * self.rate), self.fit)
+        return self._features(wave)
+
+
+class _Frames(Reader):
+    """Shared part of clips and images: the train and eval transforms."""
+
+    def __init__(
+        self,
+        size: int = 224,
+        train: Mapping[str, Any] | None = None,
+        eval: Mapping[str, Any] | None = None,
+    ) -> None:
+        from unipair.data.media.transforms import create_transform
+
+        self.size = size
+        self.train = create_transform("train", size=size, **dict(train or {}))
+        self.eval = create_transform("eval", size=size, **dict(eval or {}))
+        # the eval resize alone, to uint8: what a prepared cache stores
+        self._resize = create_transform(
+            "eval", size=size, **{**dict(eval or {}), "mean": (0, 0, 0), "std": (1 / 255,) * 3}
+        )
+
+    def _transform_params(self) -> dict[str, Any]:
+        return {"train": self.train.params(), "eval": self.eval.params()}
+
+    def _resized(self, frames: np.ndarray) -> np.ndarray:
+        out = self._resize(frames).round().clamp(0, 255).to(torch.uint8)
+        # [3, H, W] or [3, k, H, W] -> channels-last uint8, as decoded frames are
+        out = out.permute(1, 2, 0) if out.dim() == 3 else out.permute(1, 2, 3, 0)
+        return out.contiguous().numpy()
+
+    def finish(self, loaded: Any, augment: bool, generator: torch.Generator | None) -> Tensor:
+        transform = self.train if augment else self.eval
+        return transform(np.asarray(loaded), generator)
+
+
+@READERS.register("video")
+class VideoReader(_Frames):
+    """``frames`` frames of a video file (PyAV), one per equal segment: a random one when
+    augmenting, the middle one otherwise; ``fps`` resamples the timeline first (OGM-GE
+    extracts at 1 fps)."""
+
+    kind = "video"
+
+    def __init__(self, frames: int = 3, fps: float | None = None, **transforms: Any) -> None:
+        super().__init__(**transforms)
+        self.frames, self.fps = frames, fps
+
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, "frames": self.frames, "fps": self.fps,
+                **self._transform_params()}  # fmt: skip
+
+    def shape(self) -> tuple[int, ...]:
+        return (3, self.frames, *self.eval.size)
+
+    def _read(self, value: str, rule: str, generator: torch.Generator | None) -> np.ndarray:
+        from unipair.data.media.video import read_video_frames
+
+        return read_video_frames(value, self.frames, rule, generator, fps=self.fps)
+
+    def load(self, value: str, augment: bool, generator: torch.Generator | None) -> np.ndarray:
+        if augment:
+            return self._read(value, "random", generator)
+        return self._resized(self._read(value, "uniform", None))
+
+
+@READERS.register("frames")
+class FramesReader(VideoReader):
+    """Like ``video``, from a folder of already extracted frames (``<clip>/*.jpg``, in sorted
+    name order)."""
+
+    kind = "frames"
+
+    def __init__(self, frames: int = 3, **transforms: Any) -> None:
+        super().__init__(frames=frames, **transforms)
+
+    def _read(self, value: str, rule: str, generator: torch.Generator | None) -> np.ndarray:
+        from unipair.data.media.video import read_frame_folder
+
+        return read_frame_folder(value, self.frames, rule, generator)
+
+
+@READERS.register("image")
+class ImageReader(_Frames):
+    """One image (Pillow) as [3, size, size]."""
+
+    kind = "image"
+
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self._transform_params()}
+
+    def shape(self) -> tuple[int, ...]:
+        return (3, *self.eval.size)
+
+    def load(self, value: str, augment: bool, generator: torch.Generator | None) -> np.ndarray:
+        from unipair.data.media.image import read_image
+
+        image = read_image(value)
+        return image if augment else self._resized(image)
+
+
+@READERS.register("text")
+class TextReader(Reader):
+    """The cell's text as token ids from a local tokenizer (a ``tokenizer.json`` or a Hugging
+    Face tokenizer folder; never downloaded); MLA's recipe is ``max_length: 256,
+    special_tokens: false``."""
+
+    kind = "text"
+    variable_length = True
+    reads_files = False
+
+    def __init__(self, tokenizer: str, max_length: int = 256, special_tokens: bool = True) -> None:
+        from unipair.data.media.text import Tokenize, load_tokenizer
+
+        loaded = load_tokenizer(tokenizer)
+        self.tokenize = Tokenize(loaded, max_length, special_tokens)
+        self.path, self.max_length = str(tokenizer), max_length
+        size = getattr(loaded, "get_vocab_size", None)
+        self.vocab = int(size()) if size is not None else len(loaded)
+
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.tokenize.params()}
+
+    def shape(self) -> tuple[int, ...]:
+        return (self.max_length,)
+
+    def load(self, value: str, augment: bool, generator: torch.Generator | None) -> np.ndarray:
+        ids, _ = self.tokenize(value)
+        return ids
+
+
+@READERS.register("array")
+class ArrayReader(Reader):
+    """Precomputed features per sample (``.npy``, ``.pt``): ``dims`` is the shape with
+    ``null`` for a free length (``[null, 74]``: [T, 74] sequences, padded per batch up to
+    ``max_length`` steps)."""
+
+    kind = "array"
+
+    def __init__(self, dims: list[int | None], max_length: int | None = None) -> None:
+        self.dims = list(dims)
+        free = [i for i, d in enumerate(self.dims) if d is None]
+        if free not in ([], [0]):
+            raise ConfigError(f"array dims {dims}: only the first dimension may be null")
+        if free and max_length is None:
+            raise ConfigError(f"array dims {dims}: give max_length for the free first dimension")
+        self.max_length = max_length
+        self.variable = bool(free)
+
+    @property
+    def variable_length(self) -> bool:  # type: ignore[override]
+        return self.variable
+
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, "dims": self.dims, "max_length": self.max_length}
+
+    def shape(self) -> tuple[int, ...]:
+        if self.variable:
+            return (int(self.max_length or 0), *self.dims[1:])  # type: ignore[arg-type]
+        return tuple(int(d) for d in self.dims)  # type: ignore[arg-type]
+
+    def load(self, value: str, augment: bool, generator: torch.Generator | None) -> np.ndarray:
+        from unipair.data.media.arrays import read_array
+
+        x = read_array(value, expect_dims=self.dims)
+        if self.variable and self.max_length is not None and x.shape[0] > self.max_length:
+            x = x[: self.max_length]  # the first max_length steps, as a tokenizer truncates
+        return x
