@@ -317,6 +317,93 @@ def datasets_list(ctx: typer.Context) -> None:
     console.print(table)
 
 
+def _progress(description: str):
+    """A rich progress bar with counts and an ETA; returns (progress, callback)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        description, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), "eta",
+        TimeRemainingColumn(), console=console, transient=True,
+    )  # fmt: skip
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+@datasets_app.command("check")
+@friendly
+def datasets_check(
+    name: Annotated[str, typer.Argument(help="a manifest (.csv, .jsonl), .npz or dataset name")],
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="dataset option key=value")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="processes decoding files")] = 0,
+) -> None:
+    """Every row that cannot be read (missing, unreadable, decodes to nothing), before any
+    training; exits with 1 when there is one."""
+    from unipair.data.registry import is_manifest_path
+
+    options = _parse_options(option)
+    if not is_manifest_path(name):
+        _describe(name, options)  # arrays are validated completely when loaded
+        console.print(f"{name}: no problem found", highlight=False)
+        return
+    from unipair.data.manifest import check_manifest
+
+    modalities = options.pop("modalities", None)
+    bar, update = _progress("decoding")
+    with bar:
+        table, problems = check_manifest(name, modalities, workers, update)
+    if not problems:
+        console.print(f"{name}: all {len(table)} rows readable", highlight=False)
+        return
+    report = Table(title=f"{len({r for r, _, _ in problems})} of {len(table)} rows have problems")
+    for col in ("line", "column", "problem"):
+        report.add_column(col)
+    for row, column, why in problems:
+        report.add_row(str(table.lines[row]), column, escape(why))
+    console.print(report)
+    console.print(
+        "training refuses these rows; set on_error: skip in the dataset options to leave them "
+        "out (they are recorded in the run summary)",
+        highlight=False,
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def prepare(
+    name: Annotated[str, typer.Argument(help="a manifest (.csv, .jsonl)")],
+    out: Annotated[Path, typer.Option(help="folder for the prepared cache")],
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="dataset option key=value")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="processes decoding files")] = 0,
+) -> None:
+    """Decode every deterministic part of a manifest once into memory-mapped arrays; train on
+    the folder (--dataset OUT) with the random augmentations on top."""
+    from unipair.data.prepared import prepare as run_prepare
+
+    options = _parse_options(option)
+    unknown = sorted(set(options) - {"modalities", "on_error"})
+    if unknown:
+        raise ConfigError(f"prepare takes the options modalities and on_error, not {unknown}")
+    bar, update = _progress("preparing")
+    with bar:
+        folder = run_prepare(name, out, workers=workers, progress=update, **options)
+    console.print(f"prepared: {folder} (train with --dataset {folder})", highlight=False)
+
+
 @datasets_app.command("show")
 @friendly
 def datasets_show(

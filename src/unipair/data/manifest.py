@@ -17,7 +17,7 @@ import csv
 import hashlib
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import (
@@ -40,8 +41,10 @@ from unipair.data.splits import stratified_holdout, stratified_split
 from unipair.errors import ConfigError, DataFormatError, DataNotFoundError, UnipairError
 
 __all__ = [
+    "DecodedRows",
     "ManifestDataset",
     "ManifestTable",
+    "check_manifest",
     "is_manifest_path",
     "load_manifest",
     "read_manifest",
@@ -278,6 +281,57 @@ def _group_splits(
     train, val = next(inner.split(rest, labels[keep][rest], groups[rest]))
     parts = {"train": keep[rest[train]], "val": keep[rest[val]], "test": keep[test]}
     return {s: np.sort(v) for s, v in parts.items()}, f"group-disjoint (seed {seed})"
+
+
+class DecodedRows(Dataset):
+    """Every row decoded as evaluation reads it, for ``prepare``'s DataLoader workers."""
+
+    def __init__(self, table: ManifestTable, readers: Mapping[str, Reader]) -> None:
+        self.table, self.readers = table, readers
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, row: int) -> tuple[int, dict[str, Any], dict[str, str]]:
+        out: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for m, reader in self.readers.items():
+            value = self.table.columns[m][row]
+            if value is None:
+                continue
+            path = str(self.table.path.parent / value) if reader.reads_files else value
+            try:
+                loaded = reader.load(path, False, None)
+                out[m] = loaded.numpy() if isinstance(loaded, torch.Tensor) else np.asarray(loaded)
+            except UnipairError as e:
+                errors[m] = str(e)
+        return row, out, errors
+
+
+def check_manifest(
+    path: str | Path,
+    modalities: Mapping[str, Mapping[str, Any]] | None = None,
+    workers: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[ManifestTable, list[tuple[int, str, str]]]:
+    """Every problem of a manifest, before any training: missing or empty files, rows without
+    a modality, and every file that fails to decode (each row decoded as evaluation reads
+    it, in ``workers`` processes). Returns (row, column, reason) triples."""
+    table = read_manifest(path)
+    _check_ids(table)
+    _labels(table)
+    readers = _readers(table, modalities)
+    problems = _problems(table, readers)
+    bad = {i for i, _, _ in problems}
+    loader = DataLoader(
+        DecodedRows(table, readers), batch_size=None, num_workers=workers, collate_fn=lambda x: x
+    )
+    for done, (row, _, errors) in enumerate(loader, 1):
+        if row not in bad:
+            problems += [(row, m, why) for m, why in errors.items()]
+        if progress is not None:
+            progress(done, len(table))
+    return table, sorted(problems)
 
 
 class ManifestDataset(MultimodalDataset):

@@ -25,12 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from unipair.data.manifest import ManifestTable, _problems, _readers, read_manifest
+from unipair.data.manifest import (
+    DecodedRows,
+    ManifestTable,
+    _problems,
+    _readers,
+    read_manifest,
+)
 from unipair.data.readers import Reader
-from unipair.errors import DataFormatError, UnipairError
+from unipair.errors import DataFormatError
 from unipair.io import write_error, write_json
 
 __all__ = ["manifest_of", "open_cache", "prepare", "source_fingerprint"]
@@ -72,31 +77,6 @@ def _meta(folder: Path) -> dict[str, Any]:
     if meta.get("version") != VERSION:
         raise DataFormatError(f"{folder}: prepared by another unipair version; prepare again")
     return meta
-
-
-class _Rows(Dataset):
-    """Every row decoded as evaluation reads it, for ``prepare``'s DataLoader workers."""
-
-    def __init__(self, table: ManifestTable, readers: Mapping[str, Reader]) -> None:
-        self.table, self.readers = table, readers
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __getitem__(self, row: int) -> tuple[int, dict[str, Any], dict[str, str]]:
-        out: dict[str, Any] = {}
-        errors: dict[str, str] = {}
-        for m, reader in self.readers.items():
-            value = self.table.columns[m][row]
-            if value is None:
-                continue
-            path = str(self.table.path.parent / value) if reader.reads_files else value
-            try:
-                loaded = reader.load(path, False, None)
-                out[m] = loaded.numpy() if isinstance(loaded, torch.Tensor) else np.asarray(loaded)
-            except UnipairError as e:
-                errors[m] = str(e)
-        return row, out, errors
 
 
 def prepare(
@@ -175,7 +155,7 @@ def _write(
     lengths: dict[str, np.ndarray] = {m: np.zeros(n, np.int64) for m in chunks}
     skipped: list[dict[str, Any]] = []
     loader = DataLoader(
-        _Rows(table, readers), batch_size=None, num_workers=workers, collate_fn=lambda x: x
+        DecodedRows(table, readers), batch_size=None, num_workers=workers, collate_fn=lambda x: x
     )
     for done, (row, loaded, errors) in enumerate(loader, 1):
         if row in excluded:

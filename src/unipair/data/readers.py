@@ -96,7 +96,8 @@ def infer_kind(value: str, root: Path) -> str:
 class AudioReader(Reader):
     """A recording (or the audio track of a video) as features: ``fbank`` (Kaldi, the MLA /
     MMPareto recipe), ``stft_ogm`` (OGM-GE's log-STFT) or ``logmel``; read at the features'
-    sample rate unless ``rate`` is given; ``duration`` seconds fits the waveform first."""
+    sample rate unless ``rate`` is given; ``duration`` seconds fits the waveform first.
+    ``channel_first`` gives 2-D features a leading channel ([1, F, T]) for image encoders."""
 
     kind = "audio"
 
@@ -134,7 +135,7 @@ class AudioReader(Reader):
 
     def _features(self, wave: np.ndarray) -> Tensor:
         x = self.features(wave).float()
-        return x.unsqueeze(0) if self.channel_first else x
+        return x.unsqueeze(0) if self.channel_first and x.dim() == 2 else x
 
     def load(self, value: str, augment: bool, generator: torch.Generator | None) -> Tensor:
         from unipair.data.media.audio import fit_duration, read_audio

@@ -468,6 +468,7 @@ class Trainer:
                     "test": len(data.test) if cfg.train.test else None,
                 },
                 **({"heldout": self.heldout_info} if self.heldout_info else {}),
+                **{k: data.info[k] for k in ("skipped_rows", "prepared") if k in data.info},
                 **({"auxiliary": self.auxiliary} if self.auxiliary else {}),
                 **environment_info(),
             }
