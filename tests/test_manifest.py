@@ -1,0 +1,181 @@
+"""Manifest datasets end to end on real media: FSDD recordings, MNIST digits as PNG images and
+PyAV-encoded videos (mp4 and flv), decoded per batch, prepared into a cache, with workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import unipair
+from av_manifest import MODALITIES, MODEL, build
+from unipair.cli.main import app
+from unipair.data.manifest import load_manifest, read_manifest
+from unipair.errors import ConfigError, DataFormatError
+
+pytest.importorskip("av", reason="PyAV (the media extra) is not installed")
+pytest.importorskip("PIL", reason="Pillow (the media extra) is not installed")
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path, mnist_root: Path) -> Path:
+    return build(tmp_path_factory.mktemp("av"), fsdd_root, mnist_root)
+
+
+def _options(**extra) -> dict:
+    return {"modalities": MODALITIES, "val_fraction": 0.2, "test_fraction": 0.2, **extra}
+
+
+def test_manifest_reads_every_modality(manifest: Path) -> None:
+    data = load_manifest(manifest, **_options())
+    assert {m.name: m.shape for m in data.spec.modalities} == {
+        "audio": (1, 32, 40), "image": (3, 32, 32), "video": (3, 2, 32, 32),
+    }  # fmt: skip
+    assert data.spec.num_classes == 10 and sum(len(data.split(s)) for s in
+                                               ("train", "val", "test")) == 60  # fmt: skip
+    batch = data.val.__getitems__(list(range(len(data.val))))
+    for m, x in batch.inputs.items():
+        assert torch.isfinite(x).all() and x.std() > 0.1, m
+    # the decoded video frames show the digit (bright pixels), at the eval size
+    assert batch.inputs["video"].amax() > 1.0
+    # evaluation is deterministic; training augments, seeded by (seed, epoch, index)
+    again = data.val.__getitems__(list(range(len(data.val))))
+    assert torch.equal(batch.inputs["video"], again.inputs["video"])
+    from unipair.engine.samplers import IndexBatch
+
+    rows = list(range(4))
+    a = data.train.__getitems__(IndexBatch(rows, epoch=0))
+    b = data.train.__getitems__(IndexBatch(rows, epoch=0))
+    c = data.train.__getitems__(IndexBatch(rows, epoch=1))
+    assert torch.equal(a.inputs["image"], b.inputs["image"])
+    assert not torch.equal(a.inputs["image"], c.inputs["image"])
+
+
+def _train(manifest_or_folder: Path, tmp_path: Path, name: str, method: str, **over) -> dict:
+    cfg = {
+        "dataset": {"name": str(manifest_or_folder), "options": _options(augment=False)},
+        "method": method,
+        "model": MODEL,
+        "optim": {"lr": 3e-3},
+        "train": {"epochs": 1, "batch_size": 16, **over},
+        "fabric": {"accelerator": "cpu"},
+        "logging": {"progress": "none"},
+        "out": str(tmp_path),
+        "name": name,
+    }
+    if manifest_or_folder.is_dir():
+        cfg["dataset"]["options"].pop("modalities")
+    return unipair.train(cfg).history[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["joint", "mla"])
+def test_files_prepared_cache_and_workers_agree(manifest: Path, tmp_path: Path, method) -> None:
+    """Without augmentation the three ways of reading give the same first epoch."""
+    from unipair.data.prepared import prepare
+
+    folder = prepare(manifest, tmp_path / "prepared", MODALITIES)
+    files = _train(manifest, tmp_path, "files", method)
+    cached = _train(folder, tmp_path, "cached", method)
+    workers = _train(manifest, tmp_path, "workers", method, num_workers=2)
+    for key in ("train/loss", "val/loss", "val/acc"):
+        assert math.isfinite(files[key])
+        assert cached[key] == pytest.approx(files[key], rel=1e-6, abs=1e-6), key
+        assert workers[key] == pytest.approx(files[key], rel=1e-6, abs=1e-6), key
+
+
+def test_prepared_cache_is_fingerprinted_and_atomic(manifest: Path, tmp_path: Path) -> None:
+    from unipair.data.prepared import prepare
+
+    out = tmp_path / "cache"
+    folder = prepare(manifest, out, MODALITIES)
+    meta = json.loads((folder / "prepared.json").read_text())
+    stamp = (folder / "prepared.json").stat().st_mtime_ns
+    assert prepare(manifest, out, MODALITIES) == folder  # same fingerprint: kept
+    assert (folder / "prepared.json").stat().st_mtime_ns == stamp
+    changed = {**MODALITIES, "image": {"kind": "image", "size": 28}}
+    prepare(manifest, out, changed)  # another parameter: rebuilt
+    assert json.loads((folder / "prepared.json").read_text())["fingerprint"] != meta["fingerprint"]
+    assert not list(tmp_path.glob(".cache.*")), "a temporary folder was left"
+    # training on a cache whose parameters no longer match the manifest's is refused
+    with pytest.raises(DataFormatError, match="changed since `unipair prepare`"):
+        load_manifest(manifest, **_options(prepared=str(folder)))
+
+
+def _broken_copy(manifest: Path, tmp_path: Path) -> Path:
+    """The manifest with a missing file, an empty wav, a corrupt video and a good row."""
+    table = read_manifest(manifest)
+    root = manifest.parent
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00not a video" * 100)
+    rows = []
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for m in ("audio", "image", "video"):
+            row[m] = str(root / row[m])
+    rows[3]["image"] = str(tmp_path / "gone.png")
+    rows[7]["audio"] = str(tmp_path / "empty.wav")
+    rows[11]["video"] = str(tmp_path / "corrupt.mp4")
+    out = tmp_path / "broken.csv"
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert len(table) == len(rows)
+    return out
+
+
+def test_datasets_check_lists_every_bad_row(manifest: Path, tmp_path: Path) -> None:
+    broken = _broken_copy(manifest, tmp_path)
+    import yaml
+
+    opts = ["-o", "modalities=" + yaml.safe_dump(MODALITIES, default_flow_style=True).strip()]
+    res = runner.invoke(app, ["datasets", "check", str(broken), *opts])
+    assert res.exit_code == 1, res.output
+    for line, column in (("5", "image"), ("9", "audio"), ("13", "video")):
+        assert any(line in ln and column in ln for ln in res.output.splitlines()), res.output
+    assert "3 of 60 rows have problems" in res.output
+    # training refuses the missing and empty files, naming them, unless on_error: skip
+    with pytest.raises(DataFormatError, match=r"gone\.png does not exist.*datasets check"):
+        load_manifest(broken, **_options())
+    data = load_manifest(broken, **_options(on_error="skip"))
+    skipped = {(e["line"], e["column"]) for e in data.info["skipped_rows"]}
+    assert skipped == {(5, "image"), (9, "audio")}
+    assert sum(len(data.split(s)) for s in ("train", "val", "test")) == 58
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "message"),
+    [
+        (lambda r: r.update(extra="x"), ConfigError, r"column\(s\) \['extra'\] name no config"),
+        (lambda r: r.update(label=""), DataFormatError, r"empty label on line"),
+        (lambda r: r.update(id="0_0"), DataFormatError, r"id '0_0' repeats the one on line 2"),
+        (lambda r: r.update(split="dev"), DataFormatError, r"split column has value\(s\)"),
+    ],
+    ids=["unknown-column", "empty-label", "duplicate-id", "bad-split"],
+)
+def test_manifest_mistakes_name_the_row_and_column(manifest, tmp_path, edit, error, message):
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row.setdefault("split", "train" if int(row["id"][-1]) < 4 else "test")
+    for row in rows:
+        for m in ("audio", "image", "video"):
+            row[m] = str(manifest.parent / row[m])
+    edit(rows[5])
+    path = tmp_path / "bad.csv"
+    with open(path, "w", newline="") as f:
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(f, fieldnames=names, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(error, match=message):
+        load_manifest(path, **_options())
