@@ -70,8 +70,6 @@ def _train(manifest_or_folder: Path, tmp_path: Path, name: str, method: str, **o
         "out": str(tmp_path),
         "name": name,
     }
-    if manifest_or_folder.is_dir():
-        cfg["dataset"]["options"].pop("modalities")
     return unipair.train(cfg).history[0]
 
 
@@ -107,6 +105,8 @@ def test_prepared_cache_is_fingerprinted_and_atomic(manifest: Path, tmp_path: Pa
     # training on a cache whose parameters no longer match the manifest's is refused
     with pytest.raises(DataFormatError, match="changed since `unipair prepare`"):
         load_manifest(manifest, **_options(prepared=str(folder)))
+    with pytest.raises(ConfigError, match="prepared with other reader options"):
+        load_manifest(folder, modalities=MODALITIES)
 
 
 def _broken_copy(manifest: Path, tmp_path: Path) -> Path:
@@ -179,3 +179,34 @@ def test_manifest_mistakes_name_the_row_and_column(manifest, tmp_path, edit, err
         writer.writerows(rows)
     with pytest.raises(error, match=message):
         load_manifest(path, **_options())
+
+
+@pytest.mark.slow
+def test_the_documented_commands_run_on_a_folder_of_media(manifest: Path, tmp_path: Path) -> None:
+    """docs/data.md: datasets check, prepare, train and compare on a manifest of wav, png and
+    mp4/flv files, from the command line."""
+    import yaml
+
+    config = tmp_path / "media.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": {"name": str(manifest), "options": _options()},
+        "model": MODEL,
+        "train": {"epochs": 1, "batch_size": 16, "num_workers": 1},
+        "fabric": {"accelerator": "cpu"},
+    }))  # fmt: skip
+    modalities = "modalities=" + yaml.safe_dump(MODALITIES, default_flow_style=True).strip()
+    res = runner.invoke(app, ["datasets", "check", str(manifest), "-o", modalities])
+    assert res.exit_code == 0 and "all 60 rows readable" in res.output, res.output
+    folder = tmp_path / "prepared"
+    res = runner.invoke(app, ["prepare", str(manifest), "--out", str(folder), "-o", modalities])
+    assert res.exit_code == 0 and (folder / "prepared.json").is_file(), res.output
+    res = runner.invoke(app, ["train", "-c", str(config), "--method", "mla", "--out",
+                              str(tmp_path / "runs"), "--name", "mla",
+                              "--set", f"dataset.name={folder}"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "runs" / "mla" / "summary.json").read_text())
+    assert summary["prepared"] == str(folder) and summary["modalities"] == ["audio", "image",
+                                                                            "video"]  # fmt: skip
+    res = runner.invoke(app, ["compare", "-c", str(config), "--methods", "joint", "--seeds", "0",
+                              "--no-unimodal", "--out", str(tmp_path / "cmp")])  # fmt: skip
+    assert res.exit_code == 0 and (tmp_path / "cmp" / "report.html").is_file(), res.output

@@ -314,6 +314,13 @@ def datasets_list(ctx: typer.Context) -> None:
         "given or drawn",
         "bring your own data: unipair datasets show path/to/file.npz",
     )
+    table.add_row(
+        "<manifest>.csv",
+        "one column per modality",
+        "from 'label'",
+        "given, by group or drawn",
+        "media files on disk: see docs/data.md (also .jsonl, and prepared folders)",
+    )
     console.print(table)
 
 

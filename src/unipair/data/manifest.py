@@ -453,7 +453,7 @@ def load_manifest(
         from unipair.data.prepared import manifest_of
 
         return load_manifest(
-            **manifest_of(path),
+            **manifest_of(path, modalities),
             seed=seed,
             val_fraction=val_fraction,
             test_fraction=test_fraction,

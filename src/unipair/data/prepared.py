@@ -35,7 +35,7 @@ from unipair.data.manifest import (
     read_manifest,
 )
 from unipair.data.readers import Reader
-from unipair.errors import DataFormatError
+from unipair.errors import ConfigError, DataFormatError
 from unipair.io import write_error, write_json
 
 __all__ = ["manifest_of", "open_cache", "prepare", "source_fingerprint"]
@@ -63,9 +63,15 @@ def source_fingerprint(table: ManifestTable, readers: Mapping[str, Reader]) -> s
     return h.hexdigest()[:20]
 
 
-def manifest_of(folder: Path) -> dict[str, Any]:
-    """The manifest path and reader options a prepared folder was built from."""
+def manifest_of(folder: Path, modalities: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest path and reader options a prepared folder was built from; ``modalities``,
+    when given, must be the options it was prepared with."""
     meta = _meta(folder)
+    if modalities is not None and json.loads(json.dumps(modalities)) != meta.get("given"):
+        raise ConfigError(
+            f"{folder} was prepared with other reader options ({meta.get('given')}); leave "
+            "dataset.options.modalities out, or prepare again with these"
+        )
     return {"path": meta["manifest"], "modalities": meta["modalities"]}
 
 
@@ -120,6 +126,7 @@ def prepare(
             "modalities": {
                 m: {"kind": r.kind, **_options(modalities, m)} for m, r in readers.items()
             },
+            "given": json.loads(json.dumps(modalities)) if modalities is not None else None,
             "fingerprint": fp,
             "rows": len(table),
             "skipped": skipped,
