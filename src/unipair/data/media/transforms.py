@@ -118,13 +118,18 @@ class FrameTransform:
             raise DataFormatError(
                 f"{self.name} transform takes uint8 frames [H, W, 3] or [k, H, W, 3], got {got}"
             )
-        clip = torch.tensor(frames if frames.ndim == 4 else frames[None])
+        clip = torch.from_numpy(np.ascontiguousarray(frames if frames.ndim == 4 else frames[None]))
         # [k, 3, H, W] with channels-last strides: torch's fast uint8 resampling path.
         out = self._apply(clip.permute(0, 3, 1, 2), generator)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(self.std).view(1, 3, 1, 1) * 255.0
-        x = out.to(torch.float32).sub_(mean).div_(std)
-        return x.permute(1, 0, 2, 3).contiguous() if frames.ndim == 4 else x[0].contiguous()
+        k, _, h, w = out.shape
+        # one pass converts to float into the output layout [3, k, H, W], then x * a + b with
+        # a = 1 / (255 std), b = -mean / std: the normalisation in place, no temporaries
+        x = torch.empty((3, k, h, w), dtype=torch.float32)
+        x.permute(1, 0, 2, 3).copy_(out)
+        a = (1.0 / (torch.tensor(self.std) * 255.0)).view(3, 1, 1, 1)
+        b = (-torch.tensor(self.mean) / torch.tensor(self.std)).view(3, 1, 1, 1)
+        x.mul_(a).add_(b)
+        return x if frames.ndim == 4 else x[:, 0]
 
     def _own_params(self) -> dict[str, Any]:
         raise NotImplementedError
