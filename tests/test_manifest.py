@@ -152,6 +152,13 @@ def test_datasets_check_lists_every_bad_row(manifest: Path, tmp_path: Path) -> N
     assert sum(len(data.split(s)) for s in ("train", "val", "test")) == 58
 
 
+def test_unknown_label_values_are_named(manifest: Path) -> None:
+    with pytest.raises(DataFormatError, match=r"unknown label value\(s\) \['9'\] on line"):
+        load_manifest(manifest, **_options(classes=[str(d) for d in range(9)]))
+    data = load_manifest(manifest, **_options(classes=[str(d) for d in reversed(range(10))]))
+    assert data.info["classes"][0] == "9" and data.spec.num_classes == 10
+
+
 @pytest.mark.parametrize(
     ("edit", "error", "message"),
     [

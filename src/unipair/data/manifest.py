@@ -122,8 +122,11 @@ def read_manifest(path: str | Path) -> ManifestTable:
     return ManifestTable(path, columns, lines)
 
 
-def _labels(table: ManifestTable) -> tuple[np.ndarray, list[str] | None]:
-    """Class indices, and the class names when labels are not already 0..C-1."""
+def _labels(
+    table: ManifestTable, classes: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str] | None]:
+    """Class indices, and the class names when labels are not already 0..C-1; with
+    ``classes`` given, their order is the class index and any other label is an error."""
     values = table.columns.get("label")
     if values is None:
         raise DataFormatError(f"{table.path}: no 'label' column; columns are {list(table.columns)}")
@@ -131,6 +134,16 @@ def _labels(table: ManifestTable) -> tuple[np.ndarray, list[str] | None]:
     if empty:
         raise DataFormatError(f"{table.path}: empty label on line(s) {empty[:10]}")
     texts = [str(v).strip() for v in values]
+    if classes is not None:
+        lookup = {str(c): i for i, c in enumerate(classes)}
+        unknown = [(table.lines[i], t) for i, t in enumerate(texts) if t not in lookup]
+        if unknown:
+            values = sorted({t for _, t in unknown})
+            raise DataFormatError(
+                f"{table.path}: unknown label value(s) {values[:5]} on line(s) "
+                f"{[ln for ln, _ in unknown[:5]]}; the classes are {list(classes)}"
+            )
+        return np.array([lookup[t] for t in texts], dtype=np.int64), [str(c) for c in classes]
     if all(t.lstrip("-").isdigit() for t in texts):
         ints = np.array([int(t) for t in texts], dtype=np.int64)
         if ints.min() >= 0 and set(np.unique(ints).tolist()) == set(range(int(ints.max()) + 1)):
@@ -439,13 +452,15 @@ def load_manifest(
     on_error: OnError = "raise",
     augment: bool = True,
     prepared: str | None = None,
+    classes: Sequence[str] | None = None,
 ) -> MultimodalData:
     """A manifest as a dataset. ``modalities`` configures each column's reader (``kind`` and
     its options; by default every non-reserved column, kind from the file extension).
     ``on_error: skip`` drops rows whose files are missing (recorded in ``info``) and treats a
     file that fails to decode as a missing modality; by default both are errors naming the
     row. ``augment: false`` trains on the evaluation view (no random crops or frames).
-    ``prepared``: a cache folder written by ``unipair prepare``."""
+    ``prepared``: a cache folder written by ``unipair prepare``. ``classes``: the class names
+    in index order (a label outside them is an error); by default the sorted label values."""
     path = Path(path)
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -460,10 +475,11 @@ def load_manifest(
             on_error=on_error,
             augment=augment,
             prepared=str(path),
+            classes=classes,
         )
     table = read_manifest(path)
     _check_ids(table)
-    labels, classes = _labels(table)
+    labels, classes = _labels(table, classes)
     readers = _readers(table, modalities)
     problems = _problems(table, readers)
     if problems and on_error == "raise":
