@@ -261,3 +261,26 @@ def test_npz_splits_share_one_array_per_modality(tmp_path: Path) -> None:
         mu, sd = x[train_rows].mean(0), x[train_rows].std(0, unbiased=False)
         want = ((x[ds.index] - mu) / sd).float()
         torch.testing.assert_close(ds.inputs["text"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_padded_sequences_keep_their_masks_and_statistics_skip_padding() -> None:
+    from unipair.data.assemble import assemble
+
+    rng = np.random.default_rng(0)
+    n, steps = 90, 7
+    lengths = rng.integers(1, steps + 1, n)
+    valid = np.arange(steps)[None] < lengths[:, None]
+    seq = rng.normal(3.0, 2.0, (n, steps, 4)).astype(np.float32)
+    seq[~valid] = 1000.0  # padding with a huge value: must not leak into the statistics
+    data = assemble("seq", {"seq": seq.copy(), "vec": rng.normal(size=(n, 3))},
+                    np.arange(n) % 3, valid={"seq": valid})  # fmt: skip
+    assert data.spec["seq"].variable_length and not data.spec["vec"].variable_length
+    train = data.train
+    x, v = train.inputs["seq"], train.valid["seq"]
+    assert torch.equal(v, torch.as_tensor(valid[train.index.numpy()]))
+    assert float(x[~v].abs().max()) == 0.0  # padding zero after standardising
+    real = x[v]
+    torch.testing.assert_close(real.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(real.std(0, unbiased=False), torch.ones(4), atol=1e-4, rtol=0)
+    batch = data.val.__getitems__([0, 1, 2])
+    assert torch.equal(batch.valid["seq"], data.val.valid["seq"][:3])

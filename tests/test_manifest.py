@@ -79,7 +79,7 @@ def test_files_prepared_cache_and_workers_agree(manifest: Path, tmp_path: Path, 
     """Without augmentation the three ways of reading give the same first epoch."""
     from unipair.data.prepared import prepare
 
-    folder = prepare(manifest, tmp_path / "prepared", MODALITIES)
+    folder = prepare(manifest, tmp_path / "prepared", _options())
     files = _train(manifest, tmp_path, "files", method)
     cached = _train(folder, tmp_path, "cached", method)
     workers = _train(manifest, tmp_path, "workers", method, num_workers=2)
@@ -93,20 +93,20 @@ def test_prepared_cache_is_fingerprinted_and_atomic(manifest: Path, tmp_path: Pa
     from unipair.data.prepared import prepare
 
     out = tmp_path / "cache"
-    folder = prepare(manifest, out, MODALITIES)
+    folder = prepare(manifest, out, _options())
     meta = json.loads((folder / "prepared.json").read_text())
     stamp = (folder / "prepared.json").stat().st_mtime_ns
-    assert prepare(manifest, out, MODALITIES) == folder  # same fingerprint: kept
+    assert prepare(manifest, out, _options()) == folder  # same fingerprint: kept
     assert (folder / "prepared.json").stat().st_mtime_ns == stamp
     changed = {**MODALITIES, "image": {"kind": "image", "size": 28}}
-    prepare(manifest, out, changed)  # another parameter: rebuilt
+    prepare(manifest, out, _options(modalities=changed))  # another parameter: rebuilt
     assert json.loads((folder / "prepared.json").read_text())["fingerprint"] != meta["fingerprint"]
     assert not list(tmp_path.glob(".cache.*")), "a temporary folder was left"
     # training on a cache whose parameters no longer match the manifest's is refused
     with pytest.raises(DataFormatError, match="changed since `unipair prepare`"):
         load_manifest(manifest, **_options(prepared=str(folder)))
-    with pytest.raises(ConfigError, match="prepared with other reader options"):
-        load_manifest(folder, modalities=MODALITIES)
+    with pytest.raises(DataFormatError, match="changed since `unipair prepare`"):
+        unipair.datasets.create(str(folder), modalities=MODALITIES)
 
 
 def _broken_copy(manifest: Path, tmp_path: Path) -> Path:
@@ -205,7 +205,8 @@ def test_the_documented_commands_run_on_a_folder_of_media(manifest: Path, tmp_pa
     res = runner.invoke(app, ["datasets", "check", str(manifest), "-o", modalities])
     assert res.exit_code == 0 and "all 60 rows readable" in res.output, res.output
     folder = tmp_path / "prepared"
-    res = runner.invoke(app, ["prepare", str(manifest), "--out", str(folder), "-o", modalities])
+    res = runner.invoke(app, ["prepare", str(manifest), "--out", str(folder), "-o", modalities,
+                              "-o", "val_fraction=0.2", "-o", "test_fraction=0.2"])  # fmt: skip
     assert res.exit_code == 0 and (folder / "prepared.json").is_file(), res.output
     res = runner.invoke(app, ["train", "-c", str(config), "--method", "mla", "--out",
                               str(tmp_path / "runs"), "--name", "mla",

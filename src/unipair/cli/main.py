@@ -390,7 +390,7 @@ def datasets_check(
 @app.command()
 @friendly
 def prepare(
-    name: Annotated[str, typer.Argument(help="a manifest (.csv, .jsonl)")],
+    name: Annotated[str, typer.Argument(help="a manifest (.csv, .jsonl) or a media dataset")],
     out: Annotated[Path, typer.Option(help="folder for the prepared cache")],
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="dataset option key=value")
@@ -402,12 +402,9 @@ def prepare(
     from unipair.data.prepared import prepare as run_prepare
 
     options = _parse_options(option)
-    unknown = sorted(set(options) - {"modalities", "on_error"})
-    if unknown:
-        raise ConfigError(f"prepare takes the options modalities and on_error, not {unknown}")
     bar, update = _progress("preparing")
     with bar:
-        folder = run_prepare(name, out, workers=workers, progress=update, **options)
+        folder = run_prepare(name, out, options, workers=workers, progress=update)
     console.print(f"prepared: {folder} (train with --dataset {folder})", highlight=False)
 
 

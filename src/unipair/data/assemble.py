@@ -41,8 +41,10 @@ def assemble(
     num_classes: int | None = None,
     source: str = "",
     info: Mapping[str, Any] | None = None,
+    valid: Mapping[str, np.ndarray] | None = None,
 ) -> MultimodalData:
-    """Build the three splits.
+    """Build the three splits. ``valid`` (bool [N, L] per padded sequence modality) marks real
+    steps: statistics use those only, and the modality is variable-length in the task spec.
 
     ``split`` may give all three index arrays, or only ``train`` and ``test`` (then ``val`` is
     carved from ``train``, stratified), or be None (all three are drawn, stratified by seed).
@@ -66,13 +68,17 @@ def assemble(
     if missing:
         raise DataFormatError(f"{name}: class(es) {missing} have no training sample")
 
-    parts = _contiguous_splits(inputs, labels, idx)
+    parts = _contiguous_splits(inputs, labels, idx, valid or {})
     if standardize:
         scaler = Standardizer.fit(parts["train"])
         for d in parts.values():
             scaler.transform_(d)
     shapes = {m: tuple(x.shape[1:]) for m, x in parts["train"].inputs.items()}
-    spec = TaskSpec(tuple(ModalitySpec(m, shape) for m, shape in shapes.items()), c)
+    spec = TaskSpec(
+        tuple(ModalitySpec(m, shape, variable_length=m in (valid or {})) for m, shape in
+              shapes.items()),
+        c,
+    )  # fmt: skip
     fp = fingerprint(name, source, standardize, *(idx[s] for s in SPLITS))
     return MultimodalData(
         name=name,
@@ -88,6 +94,7 @@ def _contiguous_splits(
     inputs: Mapping[str, np.ndarray | torch.Tensor],
     labels: np.ndarray,
     idx: Mapping[str, np.ndarray],
+    valid: Mapping[str, np.ndarray],
 ) -> dict[str, TensorMultimodalDataset]:
     """The three splits as views of one float32 array per modality, without a copy of the
     data: the rows are reordered in place (train, val, test, then any unused rows), so each
@@ -106,6 +113,7 @@ def _contiguous_splits(
         permute_rows_(x, order)
         tensors[m] = torch.from_numpy(x)
     ordered_labels = torch.as_tensor(labels[order])
+    masks = {m: torch.as_tensor(np.asarray(v, dtype=bool)[order]) for m, v in valid.items()}
     parts, start = {}, 0
     for s in SPLITS:
         rows = slice(start, start + len(idx[s]))
@@ -114,6 +122,7 @@ def _contiguous_splits(
             {m: x[rows] for m, x in tensors.items()},
             ordered_labels[rows],
             index=torch.as_tensor(order[rows]),
+            valid={m: v[rows] for m, v in masks.items()},
         )
     return parts
 

@@ -163,7 +163,8 @@ class RowSubset(MultimodalDataset):
 
 
 class TensorMultimodalDataset(MultimodalDataset):
-    """All modalities held in memory as tensors [N, ...]."""
+    """All modalities held in memory as tensors [N, ...]; ``valid[m]`` (bool [N, L]) marks the
+    real steps of padded sequence modalities."""
 
     def __init__(
         self,
@@ -171,6 +172,7 @@ class TensorMultimodalDataset(MultimodalDataset):
         labels: Tensor,
         present: Mapping[str, Tensor] | None = None,
         index: Tensor | None = None,
+        valid: Mapping[str, Tensor] | None = None,
     ) -> None:
         n = int(labels.shape[0])
         self.inputs = dict(inputs)
@@ -181,8 +183,11 @@ class TensorMultimodalDataset(MultimodalDataset):
             else {m: p.bool() for m, p in present.items()}
         )
         self.index = torch.arange(n) if index is None else index.long()
+        self.valid = dict(valid or {})
         # every row as one batch (no copy): validates the shapes, and fetch slices it
-        self._all = MultimodalBatch(self.inputs, self.present, self.labels, self.index)
+        self._all = MultimodalBatch(
+            self.inputs, self.present, self.labels, self.index, valid=self.valid
+        )
 
     def fetch(self, indices: Tensor) -> MultimodalBatch:
         return self._all.subset(indices)
@@ -190,17 +195,17 @@ class TensorMultimodalDataset(MultimodalDataset):
     def subset(self, rows: Tensor | np.ndarray) -> TensorMultimodalDataset:  # type: ignore[override]
         rows = torch.as_tensor(rows, dtype=torch.long)
         b = self.fetch(rows)
-        return TensorMultimodalDataset(b.inputs, b.labels, b.present, b.index)
+        return TensorMultimodalDataset(b.inputs, b.labels, b.present, b.index, b.valid)
 
     def map_inputs(self, fn: Callable[[str, Tensor], Tensor]) -> TensorMultimodalDataset:
         """A copy whose inputs are ``fn(modality, tensor)``; masks, labels and indices are kept."""
         new = {m: fn(m, x) for m, x in self.inputs.items()}
-        return TensorMultimodalDataset(new, self.labels, self.present, self.index)
+        return TensorMultimodalDataset(new, self.labels, self.present, self.index, self.valid)
 
     def with_missing(self, missing: Mapping[str, Tensor]) -> TensorMultimodalDataset:
         """A copy where ``missing[m]`` (bool [N]) rows of modality m are absent."""
         b = self.fetch(torch.arange(len(self))).with_missing(missing)
-        return TensorMultimodalDataset(b.inputs, b.labels, b.present, b.index)
+        return TensorMultimodalDataset(b.inputs, b.labels, b.present, b.index, b.valid)
 
 
 class LazyMultimodalDataset(MultimodalDataset):

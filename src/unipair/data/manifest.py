@@ -47,6 +47,7 @@ __all__ = [
     "check_manifest",
     "is_manifest_path",
     "load_manifest",
+    "manifest_data",
     "read_manifest",
 ]
 
@@ -464,20 +465,37 @@ def load_manifest(
     path = Path(path)
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if (path / "prepared.json").is_file():
-        from unipair.data.prepared import manifest_of
+    return manifest_data(
+        read_manifest(path),
+        modalities,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        on_error=on_error,
+        augment=augment,
+        prepared=prepared,
+        classes=classes,
+    )
 
-        return load_manifest(
-            **manifest_of(path, modalities),
-            seed=seed,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            on_error=on_error,
-            augment=augment,
-            prepared=str(path),
-            classes=classes,
-        )
-    table = read_manifest(path)
+
+def manifest_data(
+    table: ManifestTable,
+    modalities: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    name: str | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    on_error: OnError = "raise",
+    augment: bool = True,
+    prepared: str | None = None,
+    classes: Sequence[str] | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> MultimodalData:
+    """A dataset from a manifest table already in memory: what :func:`load_manifest` builds
+    from a file, and what the standard benchmarks' loaders build from their own layouts
+    (absolute paths in the cells, their published splits in a ``split`` column)."""
+    path = table.path
     _check_ids(table)
     labels, classes = _labels(table, classes)
     readers = _readers(table, modalities)
@@ -515,12 +533,14 @@ def load_manifest(
         ),
         c,
     )
-    manifest_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    manifest_hash = (
+        hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else str(path)
+    )
     fp = fingerprint(
         "manifest", manifest_hash, sorted((m, r.fingerprint()) for m, r in readers.items()),
         *(idx[s] for s in SPLITS),
     )  # fmt: skip
-    info: dict[str, Any] = {"source": str(path), "split": how, "augment": augment}
+    info = {"source": str(path), "split": how, "augment": augment, **dict(info or {})}
     if classes:
         info["classes"] = classes
     if problems:
@@ -529,4 +549,4 @@ def load_manifest(
         ]
     if prepared is not None:
         info["prepared"] = str(prepared)
-    return MultimodalData(path.stem, spec, seed=seed, fingerprint=fp, info=info, **parts)
+    return MultimodalData(name or path.stem, spec, seed=seed, fingerprint=fp, info=info, **parts)

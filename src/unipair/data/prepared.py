@@ -1,12 +1,14 @@
-"""Prepared caches: every deterministic part of a manifest decoded once, memory-mapped.
+"""Prepared caches: every deterministic part of a manifest-backed dataset decoded once,
+memory-mapped.
 
-``unipair prepare MANIFEST --out DIR`` decodes each row as evaluation reads it (features,
-frames resized to the eval size as uint8, token ids) into one ``.npy`` per modality (fixed
-shapes) or values + offsets (variable lengths), with ``prepared.json`` recording the manifest,
-the readers' parameters and a fingerprint of the sources (the manifest's bytes, each file's
-size and modification time). Training on the folder reads the memory maps and applies the
-random parts (crops, flips) on top; with a random frame rule the cached frames are the
-evaluation ones (the cache fixes the frame choice; spatial augmentation stays random).
+``unipair prepare SOURCE --out DIR`` (a manifest, or a registered loader such as ``crema_d``
+with its options) decodes each row as evaluation reads it (features, frames resized to the eval
+size as uint8, token ids) into one ``.npy`` per modality (fixed shapes) or values + offsets
+(variable lengths), with ``prepared.json`` recording the source, its options and a fingerprint
+of what was decoded (the table's cells, each file's size and modification time, every reader's
+parameters). Training on the folder reads the memory maps and applies the random parts (crops,
+flips) on top; with a random frame rule the cached frames are the evaluation ones (the cache
+fixes the frame choice; spatial augmentation stays random).
 
 A changed parameter or source gives another fingerprint: ``prepare`` rebuilds, and training on
 a stale folder is refused. The folder is written under a temporary name and renamed when
@@ -27,26 +29,20 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from unipair.data.manifest import (
-    DecodedRows,
-    ManifestTable,
-    _problems,
-    _readers,
-    read_manifest,
-)
+from unipair.data.manifest import DecodedRows, ManifestTable, _problems
 from unipair.data.readers import Reader
 from unipair.errors import ConfigError, DataFormatError
 from unipair.io import write_error, write_json
 
-__all__ = ["manifest_of", "open_cache", "prepare", "source_fingerprint"]
+__all__ = ["load_prepared", "open_cache", "prepare", "source_fingerprint"]
 
 VERSION = 1
 
 
 def source_fingerprint(table: ManifestTable, readers: Mapping[str, Reader]) -> str:
-    """The manifest's bytes, every referenced file's size and modification time, and every
+    """The table's cells, every referenced file's size and modification time, and every
     reader's parameters: what a cache is valid for."""
-    h = hashlib.sha256(table.path.read_bytes())
+    h = hashlib.sha256(json.dumps(table.columns, sort_keys=True).encode())
     root = table.path.parent
     for m, reader in readers.items():
         h.update(f"{m}:{reader.fingerprint()}".encode())
@@ -63,16 +59,13 @@ def source_fingerprint(table: ManifestTable, readers: Mapping[str, Reader]) -> s
     return h.hexdigest()[:20]
 
 
-def manifest_of(folder: Path, modalities: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest path and reader options a prepared folder was built from; ``modalities``,
-    when given, must be the options it was prepared with."""
-    meta = _meta(folder)
-    if modalities is not None and json.loads(json.dumps(modalities)) != meta.get("given"):
-        raise ConfigError(
-            f"{folder} was prepared with other reader options ({meta.get('given')}); leave "
-            "dataset.options.modalities out, or prepare again with these"
-        )
-    return {"path": meta["manifest"], "modalities": meta["modalities"]}
+def load_prepared(path: str | Path, **options: Any) -> Any:
+    """A prepared folder as a dataset: its source loaded with the options it was prepared with
+    (``options`` may change those that do not change the decoded samples, e.g. the seed)."""
+    from unipair.data.registry import create
+
+    meta = _meta(Path(path))
+    return create(meta["source"], **{**meta["options"], **options, "prepared": str(path)})
 
 
 def _meta(folder: Path) -> dict[str, Any]:
@@ -86,18 +79,27 @@ def _meta(folder: Path) -> dict[str, Any]:
 
 
 def prepare(
-    path: str | Path,
+    source: str | Path,
     out: str | Path,
-    modalities: Mapping[str, Mapping[str, Any]] | None = None,
-    on_error: str = "raise",
+    options: Mapping[str, Any] | None = None,
     workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Decode every row of the manifest at ``path`` into the folder ``out`` (see module doc);
-    an existing folder with the same fingerprint is kept as it is."""
-    table = read_manifest(path)
-    readers = _readers(table, modalities)
-    problems = _problems(table, readers)
+    """Decode every row of the manifest-backed dataset ``source`` (a manifest path or a
+    registered loader, with ``options``) into the folder ``out`` (see module doc); an existing
+    folder with the same fingerprint is kept as it is."""
+    from unipair.data.manifest import ManifestDataset
+    from unipair.data.registry import create
+
+    options = {k: v for k, v in dict(options or {}).items() if k != "prepared"}
+    source = str(Path(source).resolve()) if Path(source).exists() else str(source)
+    data = create(source, **options)
+    if not isinstance(data.train, ManifestDataset):
+        raise ConfigError(
+            f"{source} is held in memory already; prepare is for datasets read from media files"
+        )
+    table, readers = data.train.table, data.train.readers
+    excluded = {i for i, _, _ in _problems(table, readers)}
     out = Path(out)
     fp = source_fingerprint(table, readers)
     if (out / "prepared.json").is_file():
@@ -106,27 +108,17 @@ def prepare(
                 return out
         except DataFormatError:
             pass
-    if problems and on_error == "raise":
-        from unipair.data.manifest import format_problems
-
-        raise DataFormatError(
-            f"{table.path}: cannot prepare: {format_problems(table, problems)}; set "
-            "on_error: skip to leave those rows out"
-        )
+    on_error = options.get("on_error", "raise")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        skipped = _write(tmp, table, readers, {i for i, _, _ in problems}, on_error, workers,
-                         progress)  # fmt: skip
-        skipped += [{"line": table.lines[i], "column": m, "reason": w} for i, m, w in problems]
+        skipped = _write(tmp, table, readers, excluded, on_error, workers, progress)
+        skipped += data.info.get("skipped_rows", [])
         meta = {
             "version": VERSION,
-            "manifest": str(table.path.resolve()),
-            "modalities": {
-                m: {"kind": r.kind, **_options(modalities, m)} for m, r in readers.items()
-            },
-            "given": json.loads(json.dumps(modalities)) if modalities is not None else None,
+            "source": source,
+            "options": json.loads(json.dumps(options)),
             "fingerprint": fp,
             "rows": len(table),
             "skipped": skipped,
@@ -141,10 +133,6 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _options(modalities: Mapping[str, Mapping[str, Any]] | None, m: str) -> dict[str, Any]:
-    return {k: v for k, v in dict((modalities or {}).get(m, {})).items() if k != "kind"}
 
 
 def _write(

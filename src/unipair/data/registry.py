@@ -23,6 +23,7 @@ __all__ = ["DatasetEntry", "create", "dataset_options", "list_datasets", "regist
 
 _NPZ_LOADER = "unipair.data.npz:load_npz"
 _MANIFEST_LOADER = "unipair.data.manifest:load_manifest"
+_PREPARED_LOADER = "unipair.data.prepared:load_prepared"
 
 
 def _resolve(loader: Callable[..., MultimodalData] | str) -> Callable[..., MultimodalData]:
@@ -81,9 +82,13 @@ def is_npz_path(name: str) -> bool:
 
 
 def is_manifest_path(name: str) -> bool:
-    """A path to a manifest (``.csv``, ``.jsonl``) or to a folder ``unipair prepare`` wrote."""
-    path = Path(name)
-    return path.suffix.lower() in (".csv", ".jsonl") or (path / "prepared.json").is_file()
+    """A path to a manifest (``.csv``, ``.jsonl``)."""
+    return Path(name).suffix.lower() in (".csv", ".jsonl")
+
+
+def is_prepared_path(name: str) -> bool:
+    """A folder ``unipair prepare`` wrote."""
+    return (Path(name) / "prepared.json").is_file()
 
 
 def file_loader(name: str) -> str | None:
@@ -92,6 +97,8 @@ def file_loader(name: str) -> str | None:
         return _NPZ_LOADER
     if is_manifest_path(name):
         return _MANIFEST_LOADER
+    if is_prepared_path(name):
+        return _PREPARED_LOADER
     return None
 
 
@@ -100,8 +107,13 @@ def list_datasets() -> list[str]:
 
 
 def dataset_options(name: str) -> dict[str, Any]:
-    """Options a dataset accepts, with their defaults (``inspect.Parameter.empty`` if required)."""
+    """Options a dataset accepts, with their defaults (``inspect.Parameter.empty`` if required);
+    for a prepared folder, those of the dataset it was prepared from."""
     loader = file_loader(name)
+    if loader == _PREPARED_LOADER:
+        import json
+
+        return dataset_options(json.loads((Path(name) / "prepared.json").read_text())["source"])
     factory = _resolve(loader) if loader else DATASETS.get(name).factory
     params = list(inspect.signature(factory).parameters.values())
     return {p.name: p.default for p in params if p.name != "path"}
@@ -111,6 +123,8 @@ def create(name: str, **options: Any) -> MultimodalData:
     """Load a registered dataset by name, or a user's ``.npz``, manifest (``.csv``,
     ``.jsonl``) or prepared folder by path."""
     loader = file_loader(name)
+    if loader == _PREPARED_LOADER:  # the source's own options are checked when it loads
+        return _resolve(loader)(name, **options)
     if loader is not None:
         _check_options(name, options)
         return _resolve(loader)(name, **options)

@@ -12,12 +12,16 @@ from unipair.errors import DataFormatError
 __all__ = ["Standardizer"]
 
 
-def _chunks(x: Tensor, present: Tensor, megabytes: int = 8):
-    """The present rows of ``x``, in chunks of about ``megabytes`` once in float64."""
+def _chunks(x: Tensor, present: Tensor, steps: Tensor | None = None, megabytes: int = 8):
+    """The present rows of ``x`` (for a padded sequence, its real steps only, as [n, D]), in
+    chunks of about ``megabytes`` once in float64."""
     rows = max(1, (megabytes << 20) // max(8 * x[0].numel(), 1))
     for start in range(0, x.shape[0], rows):
         part = x[start : start + rows]
         keep = present[start : start + rows]
+        if steps is not None:
+            yield part[steps[start : start + rows] & keep[:, None]][:, None]
+            continue
         yield part if bool(keep.all()) else part[keep]
 
 
@@ -43,14 +47,15 @@ class Standardizer:
             if not bool(present.any()):
                 raise DataFormatError(f"modality {m!r} has no present training sample to fit on")
             axis = _feature_axis(x.dim() - 1) + 1
+            steps = train.valid.get(m)
             total, count = None, 0
-            for part in _chunks(x, present):
+            for part in _chunks(x, present, steps):
                 moved = part.double().movedim(axis, -1).reshape(-1, part.shape[axis])
                 total = moved.sum(0) if total is None else total + moved.sum(0)
                 count += moved.shape[0]
             mu = total / count
             squares = None
-            for part in _chunks(x, present):
+            for part in _chunks(x, present, steps):
                 moved = part.double().movedim(axis, -1).reshape(-1, part.shape[axis])
                 sq = (moved - mu).pow(2).sum(0)
                 squares = sq if squares is None else squares + sq
@@ -71,3 +76,5 @@ class Standardizer:
             missing = ~data.present[m]
             if bool(missing.any()):
                 x[missing] = 0.0
+            if m in data.valid:  # padding steps stay exactly zero
+                x[~data.valid[m]] = 0.0
