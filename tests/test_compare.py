@@ -263,3 +263,37 @@ def test_variants_layer_over_method_hyperparameters() -> None:
     ]:
         with pytest.raises((ValueError, ConfigError), match=message):
             CompareOptions.model_validate(bad)
+
+
+# ---- linear probes: one measurement for every method ------------------------------------------
+def test_compare_reports_probe_accuracy_and_gap(compared) -> None:
+    out, _, first, _ = compared
+    for label in ("joint", "ogm_ge", "unimodal:mor"):
+        assert "probe_acc" in first.table[label], label
+    gap = first.table["joint"]["probe_gap"]["mor"]["mean"]
+    inside = first.table["joint"]["probe_acc"]["mor"]["mean"]
+    alone = first.table["unimodal:mor"]["probe_acc"]["mor"]["mean"]
+    assert gap == pytest.approx(inside - alone)
+    md = (out / "results.md").read_text()
+    assert "Linear-probe accuracy" in md and "Laziness gap from probes" in md
+    assert "own head" in md  # both measurements, clearly named
+    probes = json.loads((Path(first.runs[0]["run_dir"]) / "probes.json").read_text())
+    assert set(probes["probes"]) == {"pix", "fou", "mor"}
+
+
+def test_fit_probe_selects_on_validation_and_reads_test_once() -> None:
+    import numpy as np
+
+    from unipair.evaluation.probes import fit_probe
+
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> dict:
+        y = rng.integers(0, 3, n)
+        x = rng.normal(size=(n, 5)) + np.eye(3, 5)[y] * 2.0
+        return {"x": x, "y": y}
+
+    result = fit_probe(split(300), split(100), split(100))
+    assert result["acc"] > 0.8 and result["val_acc"] > 0.8 and result["C"] in (0.01, 0.1, 1, 10)
+    noise = {"x": rng.normal(size=(300, 5)), "y": rng.integers(0, 3, 300)}
+    assert fit_probe(noise, split(100), split(100))["acc"] < 0.6  # nothing to learn

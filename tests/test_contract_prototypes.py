@@ -94,6 +94,9 @@ class ToyPrototypes(Method):
         per_mod = self.model.modality_logits(feats, batch.present)
         return Prediction(logits, per_mod, batch.present)
 
+    def modality_features(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        return self.model.encode(batch)
+
 
 @parametrize_with_checks(["toy_prototypes"])
 def test_passes_the_conformance_kit(name: str, check) -> None:

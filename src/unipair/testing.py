@@ -53,6 +53,7 @@ __all__ = [
     "check_hparams_are_typed_and_strict",
     "check_logs_are_detached_finite_scalars",
     "check_missing_modalities",
+    "check_modality_features",
     "check_param_groups_cover_every_parameter",
     "check_predictions_have_declared_shapes",
     "check_registration",
@@ -234,6 +235,36 @@ def check_predictions_have_declared_shapes(name: str) -> None:
             assert v.shape[0] == b, f"{name}: array {k!r} has no batch dimension"
 
 
+def check_modality_features(name: str) -> None:
+    """``modality_features`` gives every modality a [B, d] representation (what probes read),
+    finite, zero where the modality is missing; ``shared_embeddings``, when given, has one
+    width for all modalities."""
+    for what, data in _each_task():
+        method, step = _build(name, data)
+        batch = _batches(data, 1)[0]
+        _train(method, step, [batch])
+        hidden = data.spec.names[-1]
+        partial = batch.with_missing({hidden: torch.arange(len(batch)) % 2 == 0})
+        method.eval()
+        with torch.no_grad():
+            try:
+                feats = method.modality_features(partial)
+            except NotImplementedError as e:
+                raise AssertionError(f"{name}: implement modality_features ({e})") from None
+            shared = method.shared_embeddings(partial)
+        method.train()
+        assert set(feats) <= set(data.spec.names) and feats, f"{name}: features for {set(feats)}"
+        for m, x in feats.items():
+            assert x.dim() == 2 and x.shape[0] == len(batch), f"{name}: {m} {tuple(x.shape)}"
+            assert torch.isfinite(x).all(), f"{name} ({what}): {m} features not finite"
+        if hidden in feats:
+            gone = ~partial.present[hidden]
+            assert float(feats[hidden][gone].abs().sum()) == 0.0, f"{name}: missing rows not 0"
+        if shared is not None:
+            widths = {x.shape[-1] for x in shared.values()}
+            assert len(widths) == 1, f"{name}: shared embeddings of widths {widths}"
+
+
 def check_state_dict_round_trip(name: str) -> None:
     """A fresh instance loading the state dict predicts exactly the same."""
     for what, data in _each_task():
@@ -410,6 +441,7 @@ def yield_method_checks(name: str) -> Iterator[Check]:
     yield check_logs_are_detached_finite_scalars
     yield check_training_changes_parameters
     yield check_predictions_have_declared_shapes
+    yield check_modality_features
     yield check_state_dict_round_trip
     yield check_seeded_determinism
     yield check_missing_modalities

@@ -33,6 +33,7 @@ from unipair.engine.config import MethodConfig, RunConfig
 from unipair.engine.run_dir import RunDir
 from unipair.errors import RunDirError
 from unipair.evaluation.analysis import DEFAULT_RATES, analyze_run
+from unipair.evaluation.probes import probe_run
 from unipair.io import exclusive_lock
 
 __all__ = ["CompareResult", "RunSpec", "aggregate", "plan_runs", "run_compare"]
@@ -189,6 +190,7 @@ def _execute_run(spec: RunSpec, rates: Sequence[float]) -> dict[str, Any]:
             "--out directory"
         )
     analysis = analyze_run(run.path, rates)
+    probes = probe_run(run.path)
     return {
         "label": spec.label,
         "seed": spec.seed,
@@ -197,6 +199,7 @@ def _execute_run(spec: RunSpec, rates: Sequence[float]) -> dict[str, Any]:
         "seconds": time.perf_counter() - t0,
         "summary": summary,
         "analysis": analysis,
+        "probes": probes,
     }
 
 
@@ -329,11 +332,14 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for r in results:
         by_label.setdefault(r["label"], []).append(r)
     alone: dict[tuple[str, int], float] = {}
+    alone_probe: dict[tuple[str, int], float] = {}
     for label, runs in by_label.items():
         if label.startswith("unimodal:"):
             mod = label.split(":", 1)[1]
             for r in runs:
                 alone[(mod, r["seed"])] = r["summary"]["test"][f"acc/{mod}"]
+                if mod in r.get("probes", {}):
+                    alone_probe[(mod, r["seed"])] = r["probes"][mod]["acc"]
 
     table: dict[str, dict[str, Any]] = {}
     for label, runs in by_label.items():
@@ -346,6 +352,9 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "train_time_s": _stats([r["summary"]["train_time_s"] for r in runs]),
             "modality_acc": {m: _stats([t[f"acc/{m}"] for t in tests]) for m in mods},
         }
+        probed = [m for m in mods if all(m in r.get("probes", {}) for r in runs)]
+        if probed:
+            row["probe_acc"] = {m: _stats([r["probes"][m]["acc"] for r in runs]) for m in probed}
         if len(mods) > 1:
             row["mean_modality_acc"] = _stats(
                 [float(np.nanmean([t[f"acc/{m}"] for m in mods])) for t in tests]
@@ -360,6 +369,17 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 )
                 for m in mods
             }
+            if probed and alone_probe:
+                row["probe_gap"] = {
+                    m: _stats(
+                        [
+                            r["probes"][m]["acc"] - alone_probe[(m, r["seed"])]
+                            for r in runs
+                            if (m, r["seed"]) in alone_probe
+                        ]
+                    )
+                    for m in probed
+                }
             analyses = [r["analysis"] for r in runs]
             row["leave_one_out"] = {
                 m: _stats([a["leave_one_out"].get(m) for a in analyses]) for m in mods

@@ -33,6 +33,10 @@ def _alone(table: dict[str, Any], m: str) -> dict[str, float] | None:
     return table.get(f"unimodal:{m}", {}).get("modality_acc", {}).get(m)
 
 
+def _alone_probe(table: dict[str, Any], m: str) -> dict[str, float] | None:
+    return table.get(f"unimodal:{m}", {}).get("probe_acc", {}).get(m)
+
+
 def results_rows(table: dict[str, Any], modalities: Sequence[str]) -> list[dict[str, Any]]:
     """One flat row per method label (and unimodal reference) for results.csv."""
     rows = []
@@ -41,7 +45,14 @@ def results_rows(table: dict[str, Any], modalities: Sequence[str]) -> list[dict[
         for key in ("acc", "f1", "mean_modality_acc", "train_time_s"):
             if key in row:
                 flat[f"{key}_mean"], flat[f"{key}_std"] = row[key]["mean"], row[key]["std"]
-        for group in ("modality_acc", "laziness_gap", "leave_one_out", "shapley"):
+        for group in (
+            "modality_acc",
+            "laziness_gap",
+            "probe_acc",
+            "probe_gap",
+            "leave_one_out",
+            "shapley",
+        ):
             for m in modalities:
                 stat = row.get(group, {}).get(m)
                 if stat:
@@ -81,17 +92,47 @@ def _markdown_tables(
     out.append(
         (
             "Test accuracy (%), mean ± std over seeds; per-modality columns are each "
-            "modality's own prediction",
+            "modality's own head (read differently by each method: not comparable across "
+            "methods)",
             head,
             body,
         )
     )
+    probed = [m for m in methods if "probe_acc" in table[m]]
+    if probed:
+        rows = [[m, *[_pm(table[m]["probe_acc"].get(x)) for x in modalities]] for m in probed]
+        if any(_alone_probe(table, x) for x in modalities):
+            rows.append(["trained alone (unimodal)", *[_pm(_alone_probe(table, x)) for x in
+                                                      modalities]])  # fmt: skip
+        out.append(
+            (
+                "Linear-probe accuracy (%) of each modality's frozen encoder features (probe "
+                "fit on train, chosen on val, test read once): the same measurement for every "
+                "method",
+                ["method", *modalities],
+                rows,
+            )
+        )
+    if any("probe_gap" in table[m] for m in methods):
+        out.append(
+            (
+                "Laziness gap from probes (points): probe accuracy inside the method minus "
+                "the same probe on the modality trained alone",
+                ["method", *modalities],
+                [
+                    [m, *[_pm(table[m]["probe_gap"].get(x)) for x in modalities]]
+                    for m in methods
+                    if "probe_gap" in table[m]
+                ],
+            )
+        )
     if any("laziness_gap" in table[m] for m in methods) and any(
         _alone(table, x) for x in modalities
     ):
         out.append(
             (
-                "Laziness gap (points): modality accuracy inside the method minus trained alone",
+                "Laziness gap from the methods' own heads (points): modality accuracy inside "
+                "the method minus trained alone",
                 ["method", *modalities],
                 [
                     [m, *[_pm(table[m]["laziness_gap"].get(x)) for x in modalities]]
@@ -229,7 +270,10 @@ def write_report(
 
 
 def terminal_table(table: dict[str, Any], modalities: Sequence[str]) -> Table:
-    t = Table(title="test accuracy %, mean ± std over seeds (validation-selected)")
+    t = Table(
+        title="test accuracy %, mean ± std over seeds (validation-selected); per-modality: "
+        "each method's own head, then a linear probe on each frozen encoder"
+    )
     for col in ("method", "fused", "macro-F1", *modalities, "train s"):
         t.add_column(col, justify="left" if col == "method" else "right")
     for m in _methods(table):
@@ -243,4 +287,14 @@ def terminal_table(table: dict[str, Any], modalities: Sequence[str]) -> Table:
         )
     if any(_alone(table, x) for x in modalities):
         t.add_row("alone", "–", "–", *[_pm(_alone(table, x), digits=1) for x in modalities], "–")
+    probed = [m for m in _methods(table) if "probe_acc" in table[m]]
+    if probed:
+        t.add_section()
+        t.add_row("[i]linear probe[/]", "", "", *[""] * len(modalities), "")
+        for m in probed:
+            probe = table[m]["probe_acc"]
+            t.add_row(m, "", "", *[_pm(probe.get(x), digits=1) for x in modalities], "")
+        if any(_alone_probe(table, x) for x in modalities):
+            alone = [_pm(_alone_probe(table, x), digits=1) for x in modalities]
+            t.add_row("alone", "", "", *alone, "")
     return t

@@ -357,6 +357,18 @@ class Method(nn.Module, ABC):
     def predict(self, batch: MultimodalBatch) -> Prediction:
         """Fused and per-modality logits; called in eval mode under ``torch.no_grad``."""
 
+    def modality_features(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        """Each modality's encoder representation [B, d] (pooled; zeros where missing), read
+        the same way for every method: linear probes fit on it measure what each modality's
+        encoder learned, whatever head the method trains on top (``unipair.evaluation.probes``).
+        """
+        raise NotImplementedError(f"method {self.name!r} does not expose modality features")
+
+    def shared_embeddings(self, batch: MultimodalBatch) -> dict[str, Tensor] | None:
+        """Per-modality embeddings [B, d] that live in one space (MLA's shared-head input,
+        PgM's reconstructions), for the modality gap; None when the method has no such space."""
+        return None
+
     # ---- helpers --------------------------------------------------------------------------
     @property
     def modalities(self) -> list[str]:

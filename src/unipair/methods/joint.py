@@ -63,6 +63,9 @@ class Joint(Method):
             return None
         return torch.stack(list(batch.present.values())).any(0)
 
+    def modality_features(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        return self.model.encode(batch)
+
     def predict(self, batch: MultimodalBatch) -> Prediction:
         features, logits = self.model(batch)
         return Prediction(

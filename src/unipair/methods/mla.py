@@ -363,6 +363,13 @@ class MLA(Method):
             self.reset_projector()
 
     # ---- inference ------------------------------------------------------------------------
+    def modality_features(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        return {m: self.encode(batch, m) for m in self.modalities}
+
+    def shared_embeddings(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        """The shared head's input: every modality's features enter the same head."""
+        return self.modality_features(batch)
+
     def predict(self, batch: MultimodalBatch) -> Prediction:
         _, logits = self.forward(batch)
         hp = self.hparams

@@ -28,7 +28,7 @@ from unipair.methods.base import (
 from unipair.methods.ogm_ge import OGMOptions
 from unipair.methods.registry import register_method
 from unipair.models.multimodal import ModelConfig, MultimodalModel
-from unipair.models.pgm import PgMAdapter, PgMConfig, PgMOutputs
+from unipair.models.pgm import PgMAdapter, PgMConfig, PgMOutputs, pool
 
 __all__ = ["PgM", "PgMHparams", "PgMOGMOptions"]
 
@@ -107,6 +107,16 @@ class PgM(Method):
         if hp.partition == "soft" and hp.gate_conditional and hp.lambda_prior > 0:
             return "the conditional gate's prior is a per-batch statistic"
         return None
+
+    def modality_features(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        """The encoders' outputs h_m (before the partitioner), pooled."""
+        h = self.pgm.encode(batch.inputs, batch.present, batch.valid)
+        return {m: pool(x) for m, x in h.items()}
+
+    def shared_embeddings(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        """What the task head reads per modality (the decoder's reconstructions by default)."""
+        out = self.pgm(batch.inputs, batch.present, batch.valid)
+        return dict(out.task_features)
 
     def predict(self, batch: MultimodalBatch) -> Prediction:
         out = self.pgm(batch.inputs, batch.present, batch.valid)

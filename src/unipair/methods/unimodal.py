@@ -61,6 +61,9 @@ class Unimodal(Method):
         step.step()
         return {"loss": loss.detach()}
 
+    def modality_features(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        return self.model.encode(batch.only([self.modality]))
+
     def predict(self, batch: MultimodalBatch) -> Prediction:
         logits = self.forward(batch)
         m = self.modality

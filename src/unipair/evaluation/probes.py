@@ -1,0 +1,106 @@
+"""Linear probes: how much each modality's encoder learned, measured the same way for every
+method.
+
+A method's own per-modality accuracy is read from different places (joint's slices of the
+fused head, MLA's shared head, PgM's uni heads trained on their own loss), so comparing those
+numbers across methods compares unlike things. A probe freezes the finished run's encoder of
+modality m, takes its features (``Method.modality_features``) on the rows where m is present,
+and fits a multinomial logistic regression on the training split (features standardised on
+train), with its regularisation chosen on validation accuracy; the test split is read once, by
+the chosen probe. The same probe on a ``unimodal`` run of m gives the reference: the gap is
+what m's encoder did not learn inside the multimodal method.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unipair.io import write_json
+
+__all__ = ["PROBE_C", "fit_probe", "probe_features", "probe_run"]
+
+#: inverse regularisation strengths tried (chosen on validation accuracy; ties: the smaller C)
+PROBE_C = (0.01, 0.1, 1.0, 10.0)
+PROBE_VERSION = 1
+
+
+@torch.no_grad()
+def probe_features(run: Any, split: str, batch_size: int = 512) -> dict[str, dict[str, np.ndarray]]:
+    """modality -> {"x": features [n, d], "y": labels [n]} over the rows where it is present."""
+    from unipair.engine.predict import make_loader, on_device
+    from unipair.engine.samplers import ShardBatchSampler
+
+    method, fabric = run.method, run.fabric
+    ds = run.data.split(split).eval_view()
+    loader = make_loader(ds, ShardBatchSampler(len(ds), batch_size))
+    chunks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    method.eval()
+    with fabric.autocast():
+        for batch in loader:
+            batch = on_device(batch, fabric)
+            feats = method.modality_features(batch)
+            for m, x in feats.items():
+                rows = batch.present[m]
+                chunks.setdefault(m, []).append(
+                    (x[rows].float().cpu().numpy(), batch.labels[rows].cpu().numpy())
+                )
+    return {
+        m: {"x": np.concatenate([x for x, _ in c]), "y": np.concatenate([y for _, y in c])}
+        for m, c in chunks.items()
+    }
+
+
+def fit_probe(
+    train: dict[str, np.ndarray],
+    val: dict[str, np.ndarray],
+    test: dict[str, np.ndarray],
+    grid: Sequence[float] = PROBE_C,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Standardise on train, fit one logistic regression per C, keep the best on validation
+    accuracy, and report its test accuracy (read once)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train["x"])
+    xs = {k: scaler.transform(d["x"]) for k, d in (("train", train), ("val", val), ("test", test))}
+    fits = []
+    for c in grid:
+        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+        clf.fit(xs["train"], train["y"])
+        acc = float((clf.predict(xs["val"]) == val["y"]).mean()) if len(val["y"]) else 0.0
+        fits.append((acc, -c, clf))
+    val_acc, neg_c, clf = max(fits, key=lambda f: (f[0], f[1]))  # ties: the smaller C
+    c = -neg_c
+    test_acc = float((clf.predict(xs["test"]) == test["y"]).mean()) if len(test["y"]) else np.nan
+    return {"acc": test_acc, "val_acc": val_acc, "C": c, "train_rows": len(train["y"])}
+
+
+def probe_run(run_dir: str | Path, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Probe accuracy per modality of a finished run (cached as ``probes.json`` beside it)."""
+    from unipair.evaluation.evaluate import LoadedRun
+
+    path = Path(run_dir) / "probes.json"
+    key = {"version": PROBE_VERSION, "grid": list(PROBE_C), "seed": seed}
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["probes"]
+    run = LoadedRun(run_dir)
+    try:
+        splits = {s: probe_features(run, s) for s in ("train", "val", "test")}
+    except NotImplementedError:
+        probes: dict[str, dict[str, float]] = {}
+    else:
+        probes = {
+            m: fit_probe(splits["train"][m], splits["val"][m], splits["test"][m], seed=seed)
+            for m in splits["train"]
+        }
+    write_json(path, {"key": key, "probes": probes})
+    return probes
