@@ -4,8 +4,10 @@ OGM-GE on top, and the figures of a finished run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -396,12 +398,40 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return unipair.train(cfg).run_dir
 
 
+def test_part_shares_measure_what_each_part_carries(tiny_run: Path) -> None:
+    from unipair.evaluation.evaluate import LoadedRun
+    from unipair.evaluation.reports.pgm import part_shares
+
+    run = LoadedRun(tiny_run)
+    shares = part_shares(run.method, run.data.test)
+    test_acc = json.loads((tiny_run / "summary.json").read_text())["test"]["acc"]
+    assert shares["*"]["acc"] == pytest.approx(test_acc, abs=1e-6)  # the unablated model
+    for m, row in shares.items():
+        if np.isfinite(row["share"]):
+            assert 0.0 <= row["share"] <= 1.0, m
+
+
+def test_viz_draws_several_pgm_runs_side_by_side(tiny_run: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from unipair.cli.main import app
+
+    other = tmp_path / "copy"
+    other.mkdir()
+    for f in tiny_run.iterdir():
+        if f.is_file():
+            (other / f.name).write_bytes(f.read_bytes())
+    res = CliRunner().invoke(app, ["viz", str(tiny_run), str(other), "--out", str(tmp_path / "v")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "v" / "pgm_distribution.png").stat().st_size > 10_000
+
+
 def test_pgm_report_writes_figures(tiny_run: Path, tmp_path: Path) -> None:
     from unipair.evaluation.reports.pgm import pgm_report
 
     figures = pgm_report(tiny_run, tmp_path, max_points=300)
     names = {f.path.name for f in figures}
-    assert names == {"pgm_tsne.png", "pgm_partition.png", "pgm_accuracy.png"}
+    assert names == {"pgm_tsne.png", "pgm_partition.png", "pgm_accuracy.png", "pgm_parts.png"}
     for f in figures:
         assert f.path.parent == tmp_path and f.path.stem == f.name and f.caption, f
         assert f.path.is_file() and f.path.stat().st_size > 10_000, f

@@ -224,15 +224,20 @@ def compare(
 @app.command()
 @friendly
 def viz(
-    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="finished run directories")],
     out: Annotated[Path | None, typer.Option(help="folder for the PNGs [RUN_DIR/viz]")] = None,
 ) -> None:
-    """Figures of one run from its method's report (pgm: t-SNE of uni/paired features, shares,
-    uni heads; mla: fusion-weight distribution); prints the PNG paths."""
-    from unipair.evaluation.method_reports import method_report
+    """Figures of runs from their method's report (pgm: t-SNE of uni/paired features, shares,
+    uni heads, what each part carries; mla: fusion-weight distribution); with several PgM
+    runs, also their uni/paired distributions side by side. Prints the PNG paths."""
+    from unipair.evaluation.method_reports import method_report, runs_comparison
 
-    for fig in method_report(run_dir, out):
-        console.print(str(fig.path), highlight=False, soft_wrap=True)
+    for run_dir in run_dirs:
+        for fig in method_report(run_dir, out / run_dir.name if out and len(run_dirs) > 1 else out):
+            console.print(str(fig.path), highlight=False, soft_wrap=True)
+    side_by_side = runs_comparison(run_dirs, out or run_dirs[0].parent / "viz")
+    if side_by_side is not None:
+        console.print(str(side_by_side.path), highlight=False, soft_wrap=True)
 
 
 def _print_metrics(title: str, metrics: dict[str, float]) -> None:

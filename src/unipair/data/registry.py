@@ -68,6 +68,12 @@ DATASETS.register("synthetic")(
         "unipair.data.synthetic:load_synthetic", "seeded generator with a chosen dominant modality"
     )
 )
+DATASETS.register("interaction")(
+    DatasetEntry(
+        "unipair.data.synthetic:load_interaction",
+        "two modalities whose label mixes per-modality evidence with a cross-modal product",
+    )
+)
 DATASETS.register("avdigits")(
     DatasetEntry(
         "unipair.data.avdigits:load_avdigits",

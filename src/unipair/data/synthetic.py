@@ -30,7 +30,7 @@ from unipair.data.dataset import (
 from unipair.data.splits import stratified_split
 from unipair.errors import ConfigError
 
-__all__ = ["load_synthetic"]
+__all__ = ["load_interaction", "load_synthetic"]
 
 MATERIALISE_LIMIT = 50_000_000  # elements; above this, samples are generated on demand
 NOISE_BANK = 32
@@ -143,4 +143,50 @@ def load_synthetic(
         fingerprint=fingerprint("synthetic", repr(options), *(split[s] for s in SPLITS)),
         info={"informativeness": info, "lazy": True},
         **parts,
+    )
+
+
+def load_interaction(
+    weight: float = 0.5,
+    dim: int = 16,
+    num_samples: int = 2000,
+    noise: float = 0.1,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+) -> MultimodalData:
+    """A task family from uni-modal to cross-modal: two modalities ``a`` and ``b``, binary label
+    y = [w z_a z_b + (1 - w) (u_a + u_b) / sqrt(2) > 0] with independent standard normal
+    latents, each modality a random linear embedding of its own (z, u) plus noise.
+
+    ``weight`` w = 0: the label is a sum of one term per modality (each modality alone is
+    right about 75% of the time; a late fusion of the two can be right always). w = 1: the sign
+    of a product, an XOR of the two modalities' signs (each alone, and any late fusion
+    f(a) + g(b), is at chance; a model must combine the modalities before deciding). Between,
+    a chosen mix: the "distribution across tasks" of uni-modal and paired-modal evidence.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"interaction: weight must lie in [0, 1], got {weight}")
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(num_samples, 2, generator=rng)
+    u = torch.randn(num_samples, 2, generator=rng)
+    score = weight * z[:, 0] * z[:, 1] + (1 - weight) * u.sum(1) / math.sqrt(2)
+    labels = (score > 0).long()
+    inputs = {}
+    for i, m in enumerate(("a", "b")):
+        latent = torch.stack([z[:, i], u[:, i]], dim=1)
+        projection = torch.randn(2, dim, generator=rng)
+        inputs[m] = latent @ projection + noise * torch.randn(num_samples, dim, generator=rng)
+    options = dict(weight=weight, dim=dim, n=num_samples, noise=noise)
+    return assemble(
+        "interaction",
+        inputs,
+        labels.numpy(),
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        standardize=True,
+        num_classes=2,
+        source=repr(options),
+        info={"interaction_weight": weight},
     )

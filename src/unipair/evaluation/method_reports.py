@@ -25,7 +25,9 @@ __all__ = [
     "has_report",
     "method_report",
     "methods_with_reports",
+    "register_comparison",
     "register_report",
+    "runs_comparison",
 ]
 
 
@@ -39,13 +41,32 @@ class Figure:
 
 
 Report = Callable[[Path, Path], list[Figure]]
+#: several runs of one method drawn side by side: ``comparison(run_dirs, out) -> Figure``
+Comparison = Callable[[list[Path], Path], Figure]
 
 _REPORTS: Registry[Report] = Registry("method report")
+_COMPARISONS: Registry[Comparison] = Registry("method comparison")
 
 
 def register_report(method_name: str) -> Callable[[Report], Report]:
     """Decorator: ``report`` draws the figures of runs of method ``method_name``."""
     return _REPORTS.register(method_name)
+
+
+def register_comparison(method_name: str) -> Callable[[Comparison], Comparison]:
+    """Decorator: ``comparison`` draws several runs of method ``method_name`` side by side."""
+    return _COMPARISONS.register(method_name)
+
+
+def runs_comparison(run_dirs: list[Path], out: str | Path) -> Figure | None:
+    """The side-by-side figure of several runs of one method, if that method registers one."""
+    names = {load_config(Path(r) / "config.yaml").method.name for r in run_dirs}
+    _reports()
+    if len(run_dirs) < 2 or len(names) != 1 or next(iter(names)) not in _COMPARISONS:
+        return None
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    return _COMPARISONS.get(next(iter(names)))([Path(r) for r in run_dirs], target)
 
 
 def _reports() -> Registry[Report]:

@@ -91,6 +91,13 @@ class PgMConfig(StrictModel):
         "m (default), per ordered pair, or one set shared by all pairs",
     )
     heads: int = Field(4, gt=0, description="cross-attention heads")
+    paired_tokens: int = Field(
+        4,
+        ge=1,
+        description="a vector's paired part is cut into this many tokens for the cross-modal "
+        "attention (1: the whole vector is one token, and the attention reduces to a linear "
+        "map of the other modality, which cannot model an interaction)",
+    )
     attn_dim: int | None = Field(
         None, gt=0, description="cross-attention width (None: the largest modality width)"
     )
@@ -333,6 +340,7 @@ class PairedLearner(nn.Module):
         heads: int,
         mode: str,
         dropout: float,
+        tokens: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         if dim % heads:
@@ -340,12 +348,24 @@ class PairedLearner(nn.Module):
         self.modalities = list(modalities)
         self.dim, self.heads, self.mode = dim, heads, mode
         mods = self.modalities
-        self.norm = nn.ModuleDict({m: nn.LayerNorm(widths[m]) for m in mods})
+        #: tokens per vector (1 for sequences, which attend step by step)
+        self.tokens = {m: int((tokens or {}).get(m, 1)) for m in mods}
+        tw = {m: widths[m] // self.tokens[m] for m in mods}  # token width
+        self.norm = nn.ModuleDict({m: nn.LayerNorm(tw[m]) for m in mods})
         self.proj_in = nn.ModuleDict(
-            {m: nn.Identity() if widths[m] == dim else nn.Linear(widths[m], dim) for m in mods}
+            {m: nn.Identity() if tw[m] == dim else nn.Linear(tw[m], dim) for m in mods}
         )
         self.proj_out = nn.ModuleDict(
-            {m: nn.Identity() if widths[m] == dim else nn.Linear(dim, widths[m]) for m in mods}
+            {m: nn.Identity() if tw[m] == dim else nn.Linear(dim, tw[m]) for m in mods}
+        )
+        # which chunk of the vector a token is: attention can then relate chunk i of one
+        # modality to chunk j of another
+        self.token_pos = nn.ParameterDict(
+            {
+                m: nn.Parameter(torch.randn(self.tokens[m], dim) * 0.02)
+                for m in mods
+                if self.tokens[m] > 1
+            }
         )
         pairs = [(i, j) for i in range(len(mods)) for j in range(len(mods)) if i != j]
         self.register_buffer("tgt", torch.tensor([i for i, _ in pairs], dtype=torch.long), False)
@@ -386,13 +406,13 @@ class PairedLearner(nn.Module):
         mods = self.modalities
         if len(mods) < 2:
             return {m: paired[m] * _rows(present[m], paired[m]) for m in mods}
-        seqs = [paired[m] if paired[m].dim() == 3 else paired[m].unsqueeze(1) for m in mods]
+        seqs = [self._tokens(m, paired[m]) for m in mods]
         lengths = [s.shape[1] for s in seqs]
         lmax = max(lengths)
         b = seqs[0].shape[0]
         x = torch.stack(
             [
-                F.pad(self.proj_in[m](self.norm[m](s)), (0, 0, 0, lmax - s.shape[1]))
+                F.pad(self._embed(m, s), (0, 0, 0, lmax - s.shape[1]))
                 for m, s in zip(mods, seqs, strict=True)
             ]
         )  # [M, B, L, D]
@@ -407,10 +427,22 @@ class PairedLearner(nn.Module):
         result = {}
         for i, m in enumerate(mods):
             delta = self.proj_out[m](self.drop(mean[i, :, : lengths[i]]))
+            if paired[m].dim() == 2 and self.tokens[m] > 1:  # the tokens back into the vector
+                delta = delta.reshape(b, 1, -1)
             if paired[m].dim() == 2:
                 delta = delta.squeeze(1)
             result[m] = (paired[m] + delta) * _rows(present[m], paired[m])
         return result
+
+    def _tokens(self, m: str, p: Tensor) -> Tensor:
+        """A sequence [B, L, d] as it is; a vector [B, d] as [B, T, d / T] tokens."""
+        if p.dim() == 3:
+            return p
+        return p.reshape(p.shape[0], self.tokens[m], -1)
+
+    def _embed(self, m: str, tokens: Tensor) -> Tensor:
+        z = self.proj_in[m](self.norm[m](tokens))
+        return z + self.token_pos[m] if m in self.token_pos else z
 
     def _shared_vectors(self, x: Tensor, present: Mapping[str, Tensor]) -> Tensor:
         """Vectors with weights shared over sources: W_o(W_v mean_n p_n + b_v) + b_o, which
@@ -468,6 +500,14 @@ RowMean = Callable[[Tensor, Tensor, str], Tensor]
 def _masked_mean(values: Tensor, rows: Tensor, over: str) -> Tensor:
     w = rows.to(values.dtype)
     return (values * w).sum() / w.sum().clamp_min(1.0)
+
+
+class _ParamHolder(nn.Module):
+    """Lets a lone parameter sit in a list of modules (for parameter groups)."""
+
+    def __init__(self, param: nn.Parameter) -> None:
+        super().__init__()
+        self.param = param
 
 
 # ---- outputs and the adapter ----------------------------------------------------------------
@@ -571,8 +611,14 @@ class PgMAdapter(nn.Module):
         self.paired_head: nn.Linear | None = None
         if cfg.paired_learner:
             dim = cfg.attn_dim or max(self.widths.values())
+            tokens = {
+                m: cfg.paired_tokens
+                if not self.sequence[m] and self.widths[m] % cfg.paired_tokens == 0
+                else 1
+                for m in mods
+            }
             self.paired_learner = PairedLearner(
-                mods, self.widths, dim, cfg.heads, cfg.cross_attention, cfg.dropout
+                mods, self.widths, dim, cfg.heads, cfg.cross_attention, cfg.dropout, tokens
             )
             self.paired_head = nn.Linear(sum(self.widths.values()), num_classes)
         self.decoders = nn.ModuleDict(
@@ -635,8 +681,17 @@ class PgMAdapter(nn.Module):
         h = self.encode(inputs, present, valid)
         return self.from_features(h, present)
 
-    def from_features(self, h: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> PgMOutputs:
-        """The PgM part alone, from encoder outputs h_m (missing rows are ignored)."""
+    def from_features(
+        self,
+        h: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+        drop: Sequence[str] = (),
+    ) -> PgMOutputs:
+        """The PgM part alone, from encoder outputs h_m (missing rows are ignored).
+
+        ``drop`` zeroes learned parts before the decoder and the task head, to measure what
+        each carries: ``"uni/<m>"``, ``"paired/<m>"``, or ``"uni"``/``"paired"`` for all.
+        """
         cfg, mods = self.config, self.modalities
         u, p, gates = {}, {}, {}
         for m in mods:
@@ -655,6 +710,10 @@ class PgMAdapter(nn.Module):
             )
         else:
             p_t, paired_logits = dict(p), None
+        for part, out in (("uni", u_t), ("paired", p_t)):
+            for m in mods:
+                if part in drop or f"{part}/{m}" in drop:
+                    out[m] = torch.zeros_like(out[m])
         recon = {m: self.decoders[m](u_t[m], p_t[m]) for m in mods} if cfg.decoder else {}
         if cfg.decoder and cfg.task_input == "reconstruction":
             task_features = {m: pool(recon[m]) for m in mods}
@@ -765,6 +824,8 @@ class PgMAdapter(nn.Module):
             paired_mods: list[nn.Module | None] = []
             if pl is not None:
                 paired_mods = [pl.norm[m], pl.proj_in[m], pl.proj_out[m]]
+                if m in pl.token_pos:
+                    paired_mods.append(_ParamHolder(pl.token_pos[m]))
                 if m in pl.banks:
                     paired_mods.append(pl.banks[m])
             add(f"{m}/paired", paired_mods)

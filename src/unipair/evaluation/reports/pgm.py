@@ -10,6 +10,12 @@ and how well each modality's uni head does next to the fused prediction.
 * ``pgm_partition.png``: uni / paired share per modality (the fixed rho for ``split``, the
   learned mean gate for ``soft``, with rho marked).
 * ``pgm_accuracy.png``: each modality's uni-head accuracy, the paired head's and the fused one.
+* ``pgm_parts.png``: what each part carries: the fused test accuracy lost when a modality's
+  learned uni part, or its paired part, is zeroed before the decoder and the task head, and the
+  *functional* uni share drop_uni / (drop_uni + drop_paired) (:func:`part_shares`).
+
+``pgm_distribution(run_dirs, out)`` draws the functional and the gate shares of several PgM
+runs (datasets, tasks) side by side: ``unipair viz RUN1 RUN2 ...``.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ import torch
 
 from unipair.evaluation.evaluate import LoadedRun
 from unipair.evaluation.figures import save_figure
-from unipair.evaluation.method_reports import Figure, register_report
+from unipair.evaluation.method_reports import Figure, register_comparison, register_report
 
-__all__ = ["collect_pgm_outputs", "pgm_report"]
+__all__ = ["collect_pgm_outputs", "part_shares", "pgm_distribution", "pgm_report"]
 
 
 @torch.no_grad()
@@ -55,6 +61,85 @@ def collect_pgm_outputs(method, dataset, batch_size: int = 512) -> dict[str, np.
         for m, s in method.pgm.uni_share(out).items():
             keep(f"share/{m}", s)
     return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+@torch.no_grad()
+def part_shares(method, dataset, batch_size: int = 512) -> dict[str, dict[str, float]]:
+    """Fused accuracy with each learned part zeroed, per modality (and for all modalities at
+    once, key ``"*"``): ``uni_drop``, ``paired_drop`` (accuracy lost) and the functional uni
+    share ``uni_drop / (uni_drop + paired_drop)`` (NaN when neither removal costs anything).
+
+    The gate of a soft partitioner is not identifiable on its own (the encoder can rescale
+    h to undo it), so what each part is *used for* is measured by removing it.
+    """
+    mods = list(method.modalities)
+    variants: dict[str, tuple[str, ...]] = {
+        "full": (),
+        "-uni/*": ("uni",),
+        "-paired/*": ("paired",),
+    }
+    for m in mods:
+        variants[f"-uni/{m}"] = (f"uni/{m}",)
+        variants[f"-paired/{m}"] = (f"paired/{m}",)
+    hits = dict.fromkeys(variants, 0)
+    total = 0
+    method.eval()
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset)))))
+        h = method.pgm.encode(batch.inputs, batch.present, batch.valid)
+        for key, drop in variants.items():
+            logits = method.pgm.from_features(h, batch.present, drop).logits
+            hits[key] += int((logits.argmax(1) == batch.labels).sum())
+        total += len(batch)
+    acc = {k: v / max(total, 1) for k, v in hits.items()}
+    out = {}
+    for m in [*mods, "*"]:
+        du = acc["full"] - acc[f"-uni/{m}"]
+        dp = acc["full"] - acc[f"-paired/{m}"]
+        positive = max(du, 0.0) + max(dp, 0.0)
+        share = max(du, 0.0) / positive if positive > 1e-9 else float("nan")
+        out[m] = {"uni_drop": du, "paired_drop": dp, "share": share, "acc": acc["full"]}
+    return out
+
+
+def _gate_shares(method, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    return {
+        m: float(arrays[f"share/{m}"][arrays[f"present/{m}"]].mean())
+        if f"share/{m}" in arrays
+        else float("nan")
+        for m in method.modalities
+    }
+
+
+@register_comparison("pgm")
+def pgm_distribution(run_dirs: list[Path], out: Path) -> Figure:
+    """The functional uni share (bars) and the gate share (marks) per modality of several PgM
+    runs side by side, e.g. one per dataset or per task of a family."""
+    fig, ax = plt.subplots(figsize=(1.4 + 1.1 * len(run_dirs) * 2, 3.8))
+    x0, ticks, names = 0.0, [], []
+    for run_dir in run_dirs:
+        run = LoadedRun(run_dir)
+        shares = part_shares(run.method, run.data.test)
+        gates = _gate_shares(run.method, collect_pgm_outputs(run.method, run.data.test))
+        mods = list(run.method.modalities)
+        xs = x0 + np.arange(len(mods))
+        ax.bar(xs, [shares[m]["share"] for m in mods], color="tab:blue", width=0.7)
+        ax.scatter(xs, [gates[m] for m in mods], marker="_", s=300, color="k", zorder=3)
+        ticks += list(xs)
+        names += [f"{Path(run_dir).name}\n{m}" for m in mods]
+        x0 = xs[-1] + 2.0
+    ax.set_xticks(ticks, names, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("uni-modal share")
+    ax.set_title("functional uni share (bars: accuracy lost without u vs without p); gate (—)")
+    fig.tight_layout()
+    return Figure(
+        "pgm_distribution",
+        save_figure(fig, out / "pgm_distribution.png"),
+        "Uni-modal vs paired-modal share of each modality across PgM runs: bars are the "
+        "functional share (test accuracy lost when the uni part is removed, over the loss for "
+        "both parts), marks the partitioner's gate share.",
+    )
 
 
 def _acc(logits: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None) -> float:
@@ -200,6 +285,33 @@ def pgm_report(run_dir: Path, out: Path, *, max_points: int = 1000, seed: int = 
             save_figure(fig, out / "pgm_accuracy.png"),
             "Each modality's uni-head accuracy beside the paired head and the fused prediction "
             "(test split, best checkpoint).",
+        )
+    )
+
+    # 4. what each part carries: accuracy lost without it, and the functional share
+    shares = part_shares(method, data.test)
+    keys = [*mods, "*"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(keys) + 2.5, 3.6))
+    x = np.arange(len(keys))
+    ax.bar(x - 0.2, [100 * shares[k]["uni_drop"] for k in keys], 0.4, label="without uni part")
+    ax.bar(x + 0.2, [100 * shares[k]["paired_drop"] for k in keys], 0.4,
+           label="without paired part")  # fmt: skip
+    for xi, k in zip(x, keys, strict=True):
+        share = shares[k]["share"]
+        if np.isfinite(share):
+            ax.text(xi, ax.get_ylim()[1] * 0.95, f"uni {share:.2f}", ha="center", fontsize=8)
+    ax.set_xticks(x, [k if k != "*" else "all" for k in keys])
+    ax.set_ylabel("fused test accuracy lost (points)")
+    ax.set_title("what each part carries (parts zeroed before decoder and task head)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    figures.append(
+        Figure(
+            "pgm_parts",
+            save_figure(fig, out / "pgm_parts.png"),
+            "Fused test accuracy lost when a modality's learned uni part or paired part is zeroed "
+            "(all: every modality's); 'uni' is the functional share drop_uni / (drop_uni + "
+            "drop_paired).",
         )
     )
     return figures
