@@ -74,6 +74,29 @@ DATASETS.register("interaction")(
         "two modalities whose label mixes per-modality evidence with a cross-modal product",
     )
 )
+for _name, _loader, _about in (
+    (
+        "food101",
+        "unipair.data.benchmarks.mmbt:load_food101",
+        "UPMC Food-101: image + recipe title, 101 dishes (MMBT jsonl or CSV; local data)",
+    ),
+    (
+        "mvsa_single",
+        "unipair.data.benchmarks.mmbt:load_mvsa_single",
+        "MVSA-Single: image + tweet, 3 sentiments (MMBT jsonl; local data and tokenizer)",
+    ),
+    (
+        "mosi",
+        "unipair.data.benchmarks.mmsa:load_mosi",
+        "CMU-MOSI: text, audio, vision sequences from MMSA pickles (local data)",
+    ),
+    (
+        "mosei",
+        "unipair.data.benchmarks.mmsa:load_mosei",
+        "CMU-MOSEI: text, audio, vision sequences from MMSA pickles (local data)",
+    ),
+):
+    DATASETS.register(_name)(DatasetEntry(_loader, _about))
 DATASETS.register("avdigits")(
     DatasetEntry(
         "unipair.data.avdigits:load_avdigits",
