@@ -154,7 +154,7 @@ def _head_shift_on_a(data, hgm: str, b_visits: int = 5) -> tuple[float, float]:
     only_b = batch.with_missing({a: torch.ones(len(batch), dtype=torch.bool)})
     seen: list[torch.Tensor] = []
     update = method.update_projector
-    method.update_projector = lambda r: (seen.append(r.detach().clone()), update(r))[1]
+    method.update_projector = lambda r, step=None: (seen.append(r.detach().clone()), update(r))[1]
     method.train()
     with torch.no_grad():  # no dropout or BatchNorm: the same features as the visit's forward
         r_a = method.encode(only_a, a).mean(0)
@@ -182,6 +182,66 @@ def test_hgm_keeps_head_outputs_on_earlier_modality(data) -> None:
     assert shift_off > 0.1, "without HGM, B's visits should move the head's output on A"
     assert shift_owm < 1e-2 * shift_off, (shift_owm, shift_off)
     assert learned_owm > 0.2 * learned_off > 0, "HGM must still let the head learn B"
+
+
+def test_reference_alpha_schedule(data) -> None:
+    method = _mla(data, alpha=2.0, alpha_schedule="reference")
+    step = methods.TrainStep.local(method, torch.optim.SGD(method.parameters(), lr=0.1))
+    step.batch, step.batches = 0, 10
+    assert method.current_alpha(step) == pytest.approx(0.2)
+    step.batch = 5
+    assert method.current_alpha(step) == pytest.approx(2.0 * 0.1**1.5)
+    assert _mla(data, alpha=2.0).current_alpha(step) == 2.0
+
+
+@pytest.mark.parametrize("order", ["project_then_update", "update_then_project"])
+def test_update_order_decides_whether_the_first_visit_is_protected(data, order) -> None:
+    """The reference order adds the visit's own mean feature to P before projecting, so even
+    the first step leaves the head's output at that feature (almost) unchanged; OWM's order
+    projects with P from earlier visits only (the identity at first), so the head learns it."""
+    method = _mla(data, alpha=1e-6, hgm_order=order)
+    step = methods.TrainStep.local(method, torch.optim.SGD(method.parameters(), lr=0.5))
+    batch = _batch(data)
+    a, b = data.spec.names
+    only_a = batch.with_missing({b: torch.ones(len(batch), dtype=torch.bool)})
+    method.train()
+    with torch.no_grad():
+        r_a = method.encode(only_a, a).mean(0)
+        before = method.head(r_a)
+    method.training_step(only_a, step)
+    with torch.no_grad():
+        moved = float((method.head(r_a) - before).norm())
+    if order == "update_then_project":
+        assert moved < 1e-4
+    else:
+        assert moved > 0.05
+
+
+def test_engine_reports_the_position_in_the_epoch(tmp_path, monkeypatch) -> None:
+    seen: list[tuple[int, int]] = []
+    original = MLA.current_alpha
+
+    def record(self, step=None):
+        seen.append((step.batch, step.batches))
+        return original(self, step)
+
+    monkeypatch.setattr(MLA, "current_alpha", record)
+    cfg = load_config(
+        CONFIGS / "handwritten.yaml",
+        [
+            "method.name=mla",
+            "method.hparams={alpha_schedule: reference}",
+            "train.epochs=1",
+            "train.batch_size=500",
+            "train.test=false",
+            f"out={tmp_path}",
+            "logging.progress=none",
+        ],
+    )
+    unipair.train(cfg)
+    batches = sorted({b for _, b in seen})
+    assert len(batches) == 1 and batches[0] > 1
+    assert sorted({i for i, _ in seen}) == list(range(batches[0]))
 
 
 # ------------------------------------------------------------------ training-step mechanics

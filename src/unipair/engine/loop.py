@@ -297,7 +297,9 @@ class Trainer:
         self.reporter.start_epoch(epoch, self.cfg.train.epochs, len(self.sampler))
         sums: dict[str, Tensor] = {}
         counts: dict[str, int] = {}  # a method may log a key in some steps only
+        step.batches = len(self.sampler)
         for i, batch in enumerate(self.train_loader):
+            step.batch = i
             logs = self.optimizer_step(batch)
             for k, v in logs.items():
                 sums[k] = sums[k] + v if k in sums else v

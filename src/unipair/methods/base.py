@@ -199,6 +199,10 @@ class TrainStep:
         self.seed = seed  # for method-side randomness that must agree across replicas
         self.epoch = 0
         self.global_step = 0
+        #: position in the epoch: this optimizer step's index and the epoch's step count
+        #: (schedules within an epoch, e.g. MLA's reference alpha); 0 of 1 outside the engine
+        self.batch = 0
+        self.batches = 1
         #: global row counts of the current optimizer step (see ``row_counts``); set by the
         #: engine, empty in plain PyTorch where each batch is its own step
         self.counts: dict[str, Tensor] = {}

@@ -81,6 +81,16 @@ class MLAHparams(MethodHparams):
     )
     hgm: Literal["owm", "off"] = Field("owm", description="head gradient modification")
     alpha: float = Field(1.0, gt=0.0, description="OWM/RLS regulariser: larger = weaker HGM")
+    alpha_schedule: Literal["constant", "reference"] = Field(
+        "constant",
+        description="constant alpha, or the reference code's alpha * 0.1 ** (1 + b / n) at "
+        "batch b of n in the epoch (10-100x stronger per update)",
+    )
+    hgm_order: Literal["project_then_update", "update_then_project"] = Field(
+        "project_then_update",
+        description="project with P from earlier visits, then add this visit's feature "
+        "(OWM), or add it first and project with it (the reference code's order)",
+    )
     hgm_bias: Literal["augment", "free"] = Field(
         "augment", description="bias as a weight on an input fixed at 1 (augment), or unmodified"
     )
@@ -312,13 +322,14 @@ class MLA(Method):
             ls = self.hparams.label_smoothing
             loss = cross_entropy(logits[m], batch.labels, step, rows, m, ls)
             step.backward(loss)
-            if self.hparams.hgm == "owm":
+            hgm, first = self.hparams.hgm == "owm", self.hparams.hgm_order == "update_then_project"
+            if hgm and first:
+                self.update_projector(self._mean_feature(feats[m], rows, count, step), step)
+            if hgm:
                 self.project_head_gradient()
             step.step()
-            if self.hparams.hgm == "owm":
-                f = feats[m].detach().to(torch.float64)
-                local = (f * rows.unsqueeze(-1).to(f.dtype)).sum(0)
-                self.update_projector(step.all_reduce_sum(local) / count.to(f.dtype))
+            if hgm and not first:
+                self.update_projector(self._mean_feature(feats[m], rows, count, step), step)
             logs[f"loss/{m}"] = loss.detach()
             losses.append(loss.detach())
         logs["loss"] = torch.stack(losses).mean() if losses else torch.zeros(())
@@ -349,14 +360,29 @@ class MLA(Method):
             d = g.shape[1]
             layer.weight.grad.copy_(g @ p[:d, :d])
 
+    @staticmethod
+    def _mean_feature(feats: Tensor, rows: Tensor, count: Tensor, step: TrainStep) -> Tensor:
+        """The global mean feature of the visit's present rows (the same on every replica)."""
+        f = feats.detach().to(torch.float64)
+        local = (f * rows.unsqueeze(-1).to(f.dtype)).sum(0)
+        return step.all_reduce_sum(local) / count.to(f.dtype)
+
+    def current_alpha(self, step: TrainStep | None = None) -> float:
+        """The RLS regulariser of this update: constant, or the reference code's schedule
+        alpha * 0.1 ** (1 + b / n), which falls from alpha/10 to alpha/100 over each epoch."""
+        hp = self.hparams
+        if hp.alpha_schedule == "constant" or step is None:
+            return hp.alpha
+        return hp.alpha * 0.1 ** (1.0 + step.batch / max(step.batches, 1))
+
     @torch.no_grad()
-    def update_projector(self, r: Tensor) -> None:
+    def update_projector(self, r: Tensor, step: TrainStep | None = None) -> None:
         """RLS update with the just-trained modality's mean feature; a non-finite result
         (which float64 makes practically unreachable) resets P rather than poisoning training."""
         r = r.reshape(-1).to(torch.float64)
         if self.hparams.hgm_bias == "augment":
             r = torch.cat([r, r.new_ones(1)])
-        new = owm_update(self.projector, r, self.hparams.alpha)
+        new = owm_update(self.projector, r, self.current_alpha(step))
         if bool(torch.isfinite(new).all()):
             self.projector.copy_(new)
         else:
@@ -382,4 +408,7 @@ class MLA(Method):
 
     def extra_repr(self) -> str:
         hp = self.hparams
-        return f"hgm={hp.hgm}, alpha={hp.alpha}, fusion={hp.fusion}, order={hp.order}"
+        return (
+            f"hgm={hp.hgm}, alpha={hp.alpha} ({hp.alpha_schedule}), hgm_order={hp.hgm_order}, "
+            f"fusion={hp.fusion}, order={hp.order}"
+        )
