@@ -36,7 +36,7 @@ from unipair.data.dataset import (
     TaskSpec,
     fingerprint,
 )
-from unipair.data.readers import Reader, create_reader, infer_kind
+from unipair.data.readers import Reader, create_reader, infer_kind, media_file
 from unipair.data.splits import stratified_holdout, stratified_split
 from unipair.errors import ConfigError, DataFormatError, DataNotFoundError, UnipairError
 
@@ -229,7 +229,7 @@ def _problems(table: ManifestTable, readers: Mapping[str, Reader]) -> list[tuple
         for m, v in cells.items():
             if v is None or not readers[m].reads_files:
                 continue
-            path = root / v
+            path = root / media_file(v)  # a time segment (clip.mp4#t=2,5) names its file
             if not path.exists():
                 found.append((i, m, f"{path} does not exist"))
             elif path.is_file() and path.stat().st_size == 0:

@@ -30,7 +30,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from unipair.data.manifest import DecodedRows, ManifestTable, _problems
-from unipair.data.readers import Reader
+from unipair.data.readers import Reader, media_file
 from unipair.errors import ConfigError, DataFormatError
 from unipair.io import write_error, write_json
 
@@ -52,7 +52,7 @@ def source_fingerprint(table: ManifestTable, readers: Mapping[str, Reader]) -> s
             if v is None:
                 continue
             try:
-                st = (root / v).stat()
+                st = (root / media_file(v)).stat()
                 h.update(f"{v}|{st.st_size}|{st.st_mtime_ns}".encode())
             except OSError:
                 h.update(f"{v}|missing".encode())

@@ -11,11 +11,17 @@ Reading is split in two so that a prepared cache can keep the costly, determinis
 
 Randomness comes only from ``generator``, seeded per (run seed, epoch, sample index), so the
 number of DataLoader workers and a resume never change what a sample looks like.
+
+An audio or video cell may name a time segment with the W3C Media Fragments syntax,
+``clip.mp4#t=2.5,7`` (seconds, [start, end); ``#t=3`` from 3 s to the end, ``#t=,4`` the first
+4 s): only that segment is read and the frames are chosen within it (AVE's annotated events).
+A ``#`` not followed by ``t=`` is part of the file name.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,15 +31,44 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from unipair.errors import ConfigError
+from unipair.errors import ConfigError, DataFormatError
 from unipair.registry import Registry
 
-__all__ = ["READERS", "Reader", "create_reader", "infer_kind"]
+__all__ = ["READERS", "Reader", "create_reader", "infer_kind", "media_file", "split_time_fragment"]
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus"}
 VIDEO_SUFFIXES = {".mp4", ".flv", ".avi", ".mkv", ".webm", ".mov"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 ARRAY_SUFFIXES = {".npy", ".pt", ".pth"}
+_SECONDS = r"\d+(?:\.\d*)?|\.\d+"
+#: the temporal dimension of a media fragment: ``#t=[npt:]start[,end]`` or ``#t=[npt:],end``
+_TIME_FRAGMENT = re.compile(rf"#t=(?:npt:)?(?P<start>{_SECONDS})?(?:,(?P<end>{_SECONDS}))?")
+
+
+def split_time_fragment(value: str) -> tuple[str, float | None, float | None]:
+    """``(path, start, end)`` of a cell, seconds or None; a cell without ``#t=`` is all path.
+    A malformed or empty segment is an error naming the cell: a silent whole-clip read would
+    train on the wrong part of the clip."""
+    at = value.rfind("#t=")
+    if at < 0:
+        return value, None, None
+    m = _TIME_FRAGMENT.fullmatch(value, at)
+    if m is None or (m["start"] is None and m["end"] is None):
+        raise DataFormatError(
+            f"{value}: malformed time segment; expected #t=start,end in seconds (e.g. #t=2,7.5)"
+        )
+    start = float(m["start"]) if m["start"] is not None else None
+    end = float(m["end"]) if m["end"] is not None else None
+    if end is not None and end <= (start or 0.0):
+        raise DataFormatError(f"{value}: the time segment is empty (end <= start)")
+    return value[:at], start, end
+
+
+def media_file(value: str) -> str:
+    """The file a cell names, without its time segment: for existence checks and the kind,
+    which never fail on a malformed segment (reading the cell names that)."""
+    at = value.rfind("#t=")
+    return value if at < 0 else value[:at]
 
 
 class Reader(ABC):
@@ -78,6 +113,7 @@ def create_reader(kind: str, **options: Any) -> Reader:
 
 def infer_kind(value: str, root: Path) -> str:
     """The reader kind for a cell, from its file extension (a folder: extracted frames)."""
+    value = media_file(value)
     suffix = Path(value).suffix.lower()
     if suffix in AUDIO_SUFFIXES:
         return "audio"
@@ -140,7 +176,8 @@ class AudioReader(Reader):
     def load(self, value: str, augment: bool, generator: torch.Generator | None) -> Tensor:
         from unipair.data.media.audio import fit_duration, read_audio
 
-        wave = read_audio(value, self.rate)
+        path, start, end = split_time_fragment(value)
+        wave = read_audio(path, self.rate, start=start, end=end)
         if self.duration is not None:
             wave = fit_duration(wave, round(self.duration * self.rate), self.fit)
         return self._features(wave)
@@ -201,7 +238,10 @@ class VideoReader(_Frames):
     def _read(self, value: str, rule: str, generator: torch.Generator | None) -> np.ndarray:
         from unipair.data.media.video import read_video_frames
 
-        return read_video_frames(value, self.frames, rule, generator, fps=self.fps)
+        path, start, end = split_time_fragment(value)
+        return read_video_frames(
+            path, self.frames, rule, generator, fps=self.fps, start=start, end=end
+        )
 
     def load(self, value: str, augment: bool, generator: torch.Generator | None) -> np.ndarray:
         if augment:
@@ -222,7 +262,13 @@ class FramesReader(VideoReader):
     def _read(self, value: str, rule: str, generator: torch.Generator | None) -> np.ndarray:
         from unipair.data.media.video import read_frame_folder
 
-        return read_frame_folder(value, self.frames, rule, generator)
+        path, start, end = split_time_fragment(value)
+        if start is not None or end is not None:
+            raise DataFormatError(
+                f"{value}: a frame folder cannot be cut to a time segment; give the video file, "
+                "or a folder holding the segment's frames only"
+            )
+        return read_frame_folder(path, self.frames, rule, generator)
 
 
 @READERS.register("image")

@@ -74,6 +74,8 @@ def read_video_frames(
     rule: str = "uniform",
     generator: torch.Generator | None = None,
     fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
 ) -> np.ndarray:
     """k frames of the video file at ``path`` (mp4, flv, mkv, ...) as uint8 [k, H, W, 3] RGB.
 
@@ -83,7 +85,10 @@ def read_video_frames(
     converted to RGB. ``fps`` first resamples the frame timeline, as OGM-GE's extraction keeps
     one frame per second: resampled frame j is source frame floor(j r / fps) for
     j < ceil(n fps / r), r the stream's average frame rate (constant frame rate assumed).
-    :func:`frame_indices` then chooses k frames of that timeline.
+    :func:`frame_indices` then chooses k frames of that timeline. ``start`` and ``end``
+    (seconds, None: the clip's start or end) restrict the timeline to the frames shown in
+    [start, end), frame i being shown at i / r: the fps resampling starts at the segment's
+    first frame, and a segment without a frame is an error naming the file.
 
     If the decoder stops early, up to ``COUNT_SLACK`` frames short of the count, the frames are
     chosen again among those that decode; a larger shortfall (a truncated download) or a file
@@ -94,15 +99,18 @@ def read_video_frames(
         raise DataNotFoundError(f"video file {path} does not exist")
     if fps is not None and not fps > 0:
         raise ConfigError(f"fps must be positive, got {fps}")
+    if (start is not None and not start >= 0) or (end is not None and not end > (start or 0.0)):
+        raise ConfigError(f"video segment [{start}, {end}) s of {path}: need 0 <= start < end")
+    segment = (start, end)
     av = _import_av()
     try:
         n, rate = _probe(av, path)
         if n == 0:
             raise DataFormatError(f"video file {path} holds no frames")
-        wanted = _choose(n, rate, k, rule, generator, fps, path)
+        wanted = _choose(n, rate, k, rule, generator, fps, path, segment)
         frames, decoded = _decode(av, path, wanted)
         if frames is None and decoded > 0 and n - decoded <= COUNT_SLACK:
-            wanted = _choose(decoded, rate, k, rule, generator, fps, path)
+            wanted = _choose(decoded, rate, k, rule, generator, fps, path, segment)
             frames, decoded = _decode(av, path, wanted)
     except av.FFmpegError as e:
         raise DataFormatError(f"cannot read video file {path}: {e}") from None
@@ -189,17 +197,36 @@ def _choose(
     generator: torch.Generator | None,
     fps: float | None,
     path: Path,
+    segment: tuple[float | None, float | None] = (None, None),
 ) -> list[int]:
-    """Source frame indices of the k chosen frames, through the fps-resampled timeline."""
+    """Source frame indices of the k chosen frames, through the fps-resampled timeline of the
+    segment's frames."""
+    lo, hi = 0, n
+    if segment != (None, None):
+        if not rate:
+            raise DataFormatError(
+                f"video file {path} declares no frame rate, so it cannot be cut to a segment"
+            )
+        start, end = segment
+        # frame i is shown at i / rate: the segment's frames are ceil(start r) .. ceil(end r) - 1
+        # (seconds as the decimals they were written as: 0.1 s at 30 fps is frame 3, not 4)
+        lo = math.ceil(Fraction(start or 0.0).limit_denominator(10**6) * rate)
+        if end is not None:
+            hi = min(n, math.ceil(Fraction(end).limit_denominator(10**6) * rate))
+        if hi <= lo:
+            raise DataFormatError(
+                f"video file {path} shows no frame in [{start}, {end}) s "
+                f"({n} frames at {float(rate):g} fps)"
+            )
     if fps is None:
-        return frame_indices(n, k, rule, generator)
+        return [lo + i for i in frame_indices(hi - lo, k, rule, generator)]
     if not rate:
         raise DataFormatError(
             f"video file {path} declares no frame rate, so it cannot be resampled to {fps} fps"
         )
     step = Fraction(rate) / Fraction(fps)  # source frames per resampled frame
-    chosen = frame_indices(math.ceil(n / step), k, rule, generator)
-    return [math.floor(j * step) for j in chosen]
+    chosen = frame_indices(math.ceil((hi - lo) / step), k, rule, generator)
+    return [lo + math.floor(j * step) for j in chosen]
 
 
 def _decode(av: ModuleType, path: Path, wanted: Sequence[int]) -> tuple[np.ndarray | None, int]:
