@@ -32,7 +32,7 @@ from unipair.data.dataset import MultimodalData
 from unipair.data.media.audio import read_audio
 from unipair.data.media.video import read_video_frames
 from unipair.data.readers import create_reader, infer_kind, split_time_fragment
-from unipair.data.registry import DATASETS, DatasetEntry, create
+from unipair.data.registry import DATASETS, create
 from unipair.engine.config import load_config
 from unipair.errors import ConfigError, DataFormatError, DataNotFoundError
 
@@ -55,7 +55,7 @@ MODEL = {
         "video": {"name": "resnet18"},
     },
 }
-#: the registration lines proposed for data/registry.py (registered here for the tests only)
+#: the registration lines of data/registry.py
 LOADERS = {
     "crema_d": "unipair.data.benchmarks.crema_d:load_crema_d",
     "kinetics_sounds": "unipair.data.benchmarks.kinetics_sounds:load_kinetics_sounds",
@@ -139,14 +139,6 @@ def ids_of(data: MultimodalData, split: str) -> set[str]:
 def frame_index(x: np.ndarray) -> int:
     """The frame a decoded grey frame is (its mean grey level over STEP)."""
     return round(float(np.mean(x)) / STEP)
-
-
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The three loaders registered under their proposed names, as data/registry.py will."""
-    for name, loader in LOADERS.items():
-        if name not in DATASETS:
-            monkeypatch.setitem(DATASETS._entries, name, DatasetEntry(loader, name))
 
 
 def train_one_epoch(tmp_path: Path, name: str, options: dict[str, Any]) -> dict[str, float]:
@@ -423,7 +415,7 @@ def test_crema_d_malformed_trees_name_the_path(
         load_crema_d(root, **opts)
 
 
-def test_crema_d_runs_one_epoch_of_joint(crema_root: Path, tmp_path: Path, registered) -> None:
+def test_crema_d_runs_one_epoch_of_joint(crema_root: Path, tmp_path: Path) -> None:
     opts = {"root": str(crema_root), "classes": CREMA_CLASSES, "on_error": "skip", **SMALL}
     logs = train_one_epoch(tmp_path, "crema_d", opts)
     assert math.isfinite(logs["train/loss"]) and 0.0 <= logs["val/acc"] <= 1.0
@@ -508,7 +500,7 @@ def test_kinetics_sounds_bad_label_index_names_the_line(ks_root: Path, tmp_path:
         load_kinetics_sounds(ks_root, lists=tmp_path)
 
 
-def test_kinetics_sounds_runs_one_epoch_of_joint(ks_root: Path, tmp_path: Path, registered):
+def test_kinetics_sounds_runs_one_epoch_of_joint(ks_root: Path, tmp_path: Path):
     opts = {"root": str(ks_root), "layout": "video", "classes": KS_CLASSES, "on_error": "skip"}
     logs = train_one_epoch(tmp_path, "kinetics_sounds", {**opts, **SMALL})
     assert math.isfinite(logs["train/loss"])
@@ -584,7 +576,7 @@ def test_ave_reads_the_event_segments(ave_root: Path) -> None:
     assert data.info["missing_items"] == events - len(picks)
 
 
-def test_ave_segments_prepare_into_a_cache(ave_root: Path, tmp_path: Path, registered) -> None:
+def test_ave_segments_prepare_into_a_cache(ave_root: Path, tmp_path: Path) -> None:
     """``unipair prepare ave``: the cache holds the segments' samples, and its fingerprint
     follows the segment's file (the cell minus its #t=), so a changed video is noticed."""
     import os
@@ -619,7 +611,7 @@ def test_ave_unknown_category_names_the_line(ave_root: Path, tmp_path: Path) -> 
         load_ave(ave_root, lists=tmp_path)
 
 
-def test_ave_runs_one_epoch_of_joint(ave_root: Path, tmp_path: Path, registered) -> None:
+def test_ave_runs_one_epoch_of_joint(ave_root: Path, tmp_path: Path) -> None:
     opts = {"root": str(ave_root), "classes": AVE_CLASSES, "on_error": "skip", **SMALL}
     logs = train_one_epoch(tmp_path, "ave", opts)
     assert math.isfinite(logs["train/loss"])
@@ -632,7 +624,7 @@ def test_ave_runs_one_epoch_of_joint(ave_root: Path, tmp_path: Path, registered)
      ("ogm_kinetics_sounds", "kinetics_sounds"), ("ogm_ave", "ave")],
 )  # fmt: skip
 def test_presets_validate_and_leave_the_root_to_the_user(
-    preset: str, dataset: str, registered, monkeypatch: pytest.MonkeyPatch
+    preset: str, dataset: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(f"UNIPAIR_{dataset.upper()}_ROOT", raising=False)
     config = load_config(f"preset:{preset}")
@@ -647,12 +639,12 @@ def test_presets_validate_and_leave_the_root_to_the_user(
 
 
 def test_registration_lines_resolve() -> None:
-    """The proposed ``module:function`` paths import and take a root."""
+    """The registered ``module:function`` paths import and take a root."""
     import inspect
 
-    for path in LOADERS.values():
-        entry = DatasetEntry(path, "")
-        assert "root" in inspect.signature(entry.factory).parameters
+    for name, path in LOADERS.items():
+        assert DATASETS.get(name).loader == path
+        assert "root" in inspect.signature(DATASETS.get(name).factory).parameters
 
 
 def test_split_lists_ship_with_their_licences() -> None:
@@ -667,3 +659,109 @@ def test_split_lists_ship_with_their_licences() -> None:
              ("kinetics_sounds", "train.txt"), ("ave", "valSet.txt"))}  # fmt: skip
     assert sizes == {"train.csv": 6698, "test.csv": 744, "train.txt": 14799, "valSet.txt": 402}
     assert (SPLITS / "crema_d" / "classes.csv").read_bytes().startswith(b"\xef\xbb\xbfNEU\r\n")
+
+
+ROOTS = {"crema_d": "crema_root", "kinetics_sounds": "ks_root", "ave": "ave_root"}
+CLASSES = {"crema_d": CREMA_CLASSES, "kinetics_sounds": KS_CLASSES, "ave": AVE_CLASSES}
+
+
+@pytest.mark.parametrize(
+    ("preset", "dataset"),
+    [("ogm_crema_d", "crema_d"), ("mla_crema_d", "crema_d"),
+     ("ogm_kinetics_sounds", "kinetics_sounds"), ("ogm_ave", "ave")],
+)  # fmt: skip
+def test_presets_build_their_model_on_the_miniature_trees(
+    preset: str, dataset: str, request: pytest.FixtureRequest
+) -> None:
+    """The preset's own readers (224 px frames, its audio feature) and model, on a real tree:
+    the data loads and one batch goes through the full model."""
+    from unipair.engine.predict import build_method, load_data
+
+    root = request.getfixturevalue(ROOTS[dataset])
+    base = {
+        "dataset.options.root": str(root),
+        "dataset.options.classes": CLASSES[dataset],
+        "dataset.options.on_error": "skip",
+    }
+    if dataset == "kinetics_sounds":
+        base["dataset.options.layout"] = "video"
+    cfg = load_config(f"preset:{preset}", [], base)
+    data = load_data(cfg)
+    method = build_method(cfg, data)
+    assert sum(p.numel() for p in method.parameters()) > 20e6  # two ResNet-18
+    batch = data.test.__getitems__([0, 1])
+    method.eval()
+    with torch.no_grad():
+        logits = method.predict(batch).logits
+    assert logits.shape == (2, len(CLASSES[dataset])) and torch.isfinite(logits).all()
+
+
+# ------------------------------------------------------------------------------ the CLI
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from unipair.cli.main import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_datasets_show_and_check_report_what_a_copy_lacks(crema_root: Path) -> None:
+    classes = "classes=[NEU, ANG]"
+    shown = _cli("datasets", "show", "crema_d", "--root", str(crema_root), "-o", classes)
+    assert shown.exit_code == 0, shown.output
+    listed_n = sum(
+        1 for p in ("train", "test") for r in listed("crema_d", f"{p}.csv")
+        if r.split(",")[1] in CREMA_CLASSES
+    )  # fmt: skip
+    missing = listed_n - len(crema_picks())
+    assert f"missing_items: {missing}" in shown.output
+    assert f"left out: {missing} listed items" in " ".join(shown.output.split())
+    checked = _cli("datasets", "check", "crema_d", "--root", str(crema_root), "-o", classes)
+    assert checked.exit_code == 1
+    assert f"{missing} of {listed_n} listed items have problems" in checked.output
+    complete = _cli(
+        "datasets", "check", "crema_d", "--root", str(crema_root), "-o", classes,
+        "-o", "lists=" + str(_lists_of_picks(crema_root.parent / "lists")),
+    )  # fmt: skip
+    assert complete.exit_code == 0 and "no problem found" in complete.output
+
+
+def _lists_of_picks(folder: Path) -> Path:
+    """CREMA-D split lists holding only the clips the miniature tree has (``lists=``)."""
+    folder.mkdir(exist_ok=True)
+    picks = crema_picks()
+    for part in ("train", "test"):
+        rows = [f"{c},{label}" for c, label, p in picks if p == part]
+        (folder / f"{part}.csv").write_text("\n".join(rows) + "\n")
+    shutil.copy(SPLITS / "crema_d" / "classes.csv", folder / "classes.csv")
+    return folder
+
+
+def test_compare_runs_a_preset_on_a_copy(crema_root: Path, tmp_path: Path) -> None:
+    """``compare --preset NAME --root PATH``: every method under the preset's protocol (the
+    readers and model shrunk here only to keep the test fast)."""
+    small = [
+        *(f"dataset.options.{k}={v}" for k, v in (
+            ("classes", "[NEU, ANG]"), ("on_error", "skip"), ("audio", "logmel"),
+            ("frames", 2), ("size", 32), ("augment", "false"),
+            ("audio_options", "{sample_rate: 8000, n_fft: 256, hop_length: 80, n_mels: 32, "
+             "frames: 40}"),
+        )),
+        "model.width=16",
+        "model.encoders={audio: {name: cnn, options: {channels: [8]}}, "
+        "video: {name: cnn, options: {channels: [8]}}}",
+        "train.batch_size=8",
+        "logging.progress=none",
+    ]
+    res = _cli(
+        "compare", "--preset", "ogm_crema_d", "--root", str(crema_root), "--methods",
+        "ogm_ge", "--seeds", "0", "--epochs", "1", "--no-unimodal", "--jobs", "1",
+        "--out", str(tmp_path / "cmp"), *(a for kv in small for a in ("--set", kv)),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    config = (tmp_path / "cmp" / "runs" / "ogm_ge").rglob("config.yaml")
+    text = next(config).read_text()
+    assert "coefficient: reference" in text and "alpha: 0.8" in text
+    assert str(crema_root) in text and "optimizer: sgd" in text
+    both = _cli("compare", "--preset", "ogm_crema_d", "-c", "x.yaml")
+    assert both.exit_code != 0 and "not both" in both.output

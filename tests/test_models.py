@@ -49,6 +49,17 @@ def test_resnet_encodes_clips_frame_by_frame_and_pools_over_time() -> None:
     assert sum(p.numel() for p in enc.backbone.parameters()) == pytest.approx(11.17e6, rel=0.01)
 
 
+def test_cnn_encodes_clips_frame_by_frame_and_pools_over_time() -> None:
+    enc = create_encoder("cnn", (3, 5, 16, 16), 24, channels=[8, 16]).eval()
+    clip = torch.randn(2, 3, 5, 16, 16)
+    with torch.no_grad():
+        pooled = enc(clip)
+        frames = torch.stack([enc(clip[:, :, t]) for t in range(5)], 1).mean(1)
+    torch.testing.assert_close(pooled, frames, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"\[C, T, H, W\]"):
+        create_encoder("cnn", (3, 16), 24)
+
+
 def test_transformer_can_return_the_sequence() -> None:
     enc = create_encoder("transformer", (10, 6), 16, pool="none")
     assert enc(torch.randn(3, 10, 6)).shape == (3, 10, 16) and enc.sequence_output

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from unipair.cli.errors import friendly
-from unipair.errors import ConfigError
+from unipair.errors import ConfigError, DataNotFoundError
 
 app = typer.Typer(
     help="unipair: multimodal learning that trains every modality, not just the dominant one.",
@@ -32,6 +32,20 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="override a config key: key.sub=value (repeatable)"),
 ]
+PresetOpt = Annotated[
+    str | None, typer.Option(help="a shipped recipe (same as -c preset:NAME; see docs/datasets.md)")
+]
+RootOpt = Annotated[
+    str | None, typer.Option(help="your copy of the dataset (same as -o root=PATH)")
+]
+
+
+def _config_source(config: str | None, preset: str | None) -> str | None:
+    if preset is None:
+        return config
+    if config is not None:
+        raise ConfigError("give --config or --preset, not both (--preset NAME is -c preset:NAME)")
+    return f"preset:{preset.removeprefix('preset:')}"
 
 
 def _base_overrides(**flags: Any) -> dict[str, Any]:
@@ -49,6 +63,7 @@ def _base_overrides(**flags: Any) -> dict[str, Any]:
         "out": "out",
         "name": "name",
         "test": "train.test",
+        "root": "dataset.options.root",
     }
     return {keys[k]: v for k, v in flags.items() if v is not None}
 
@@ -71,6 +86,8 @@ def train(
     config: Annotated[
         str | None, typer.Option("--config", "-c", help="YAML config file, or preset:NAME")
     ] = None,
+    preset: PresetOpt = None,
+    root: RootOpt = None,
     set_: SetOpt = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
     seed: Annotated[int | None, typer.Option(help="training seed", min=0)] = None,
@@ -116,8 +133,9 @@ def train(
             out=out,
             name=name,
             test=None if test else False,
+            root=root,
         )
-        result = run_train(load_config(config, set_ or [], base))
+        result = run_train(load_config(_config_source(config, preset), set_ or [], base))
     summary = result.summary
     if summary and summary["test"] is not None:
         _print_metrics("test metrics (best validation epoch)", summary["test"])
@@ -182,6 +200,8 @@ def compare(
         str | None,
         typer.Option("--config", "-c", help="shared run config YAML (optional compare: section)"),
     ] = None,
+    preset: PresetOpt = None,
+    root: RootOpt = None,
     set_: SetOpt = None,
     jobs: Annotated[int | None, typer.Option(help="runs trained in parallel processes")] = None,
     threads: Annotated[
@@ -207,8 +227,9 @@ def compare(
         dataset=dataset,
         methods=_csv_list(methods, str, "--methods"),
         seeds=_csv_list(seeds, int, "--seeds"),
-        config=config,
+        config=_config_source(config, preset),
         overrides=set_ or [],
+        root=root,
         jobs=jobs,
         threads=threads,
         epochs=epochs,
@@ -296,7 +317,7 @@ def datasets_list(ctx: typer.Context) -> None:
     """Every dataset with its modalities, shapes, class count and split sizes."""
     if ctx.invoked_subcommand is not None:
         return
-    from unipair.data.registry import DATASETS
+    from unipair.data.registry import DATASETS, dataset_options
 
     table = Table(title="datasets")
     for col in ("name", "modalities [shape]", "classes", "train/val/test", "about"):
@@ -305,6 +326,13 @@ def datasets_list(ctx: typer.Context) -> None:
         about = DATASETS.get(name).description
         try:
             d = _describe(name, {})
+        except DataNotFoundError as e:
+            if "root" in dataset_options(name):  # a benchmark: say how to point at a copy
+                hint = f"your copy: unipair datasets show {name} --root PATH"
+            else:
+                hint = "not loadable here: " + escape(str(e).split(";")[0][:100])
+            table.add_row(name, "-", "-", "-", f"{about}\n[yellow]{hint}[/]")
+            continue
         except (FileNotFoundError, ValueError, OSError) as e:
             reason = escape(str(e).split(";")[0][:100])
             table.add_row(name, "-", "-", "-", f"{about}\n[yellow]not loadable here: {reason}[/]")
@@ -351,6 +379,32 @@ def _progress(description: str):
     return bar, update
 
 
+def _dataset_options(name: str, items: list[str] | None, root: str | None) -> dict[str, Any]:
+    options = _parse_options(items)
+    if root is not None:
+        options["root"] = root
+    return options
+
+
+def _lenient(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Inspecting a copy should report what it lacks rather than stop at it: a loader that
+    accepts ``on_error`` loads with ``skip`` unless the user chose otherwise."""
+    from unipair.datasets import dataset_options
+
+    if "on_error" in options or "on_error" not in dataset_options(name):
+        return options
+    return {**options, "on_error": "skip"}
+
+
+def _problem_table(title: str, rows: list[tuple[Any, str, str]]) -> Table:
+    report = Table(title=title)
+    for col in ("line", "column", "problem"):
+        report.add_column(col)
+    for line, column, why in rows:
+        report.add_row(str(line), column, escape(why))
+    return report
+
+
 @datasets_app.command("check")
 @friendly
 def datasets_check(
@@ -358,17 +412,31 @@ def datasets_check(
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="dataset option key=value")
     ] = None,
+    root: RootOpt = None,
     workers: Annotated[int, typer.Option(help="processes decoding files")] = 0,
 ) -> None:
     """Every row that cannot be read (missing, unreadable, decodes to nothing), before any
     training; exits with 1 when there is one."""
     from unipair.data.registry import is_manifest_path
 
-    options = _parse_options(option)
+    options = _dataset_options(name, option, root)
     if not is_manifest_path(name):
-        _describe(name, options)  # arrays are validated completely when loaded
-        console.print(f"{name}: no problem found", highlight=False)
-        return
+        # arrays are validated completely when loaded; a media benchmark lists absent items
+        d = _describe(name, _lenient(name, options))
+        skipped = d.get("skipped_rows") or []
+        if not skipped:
+            console.print(f"{name}: no problem found", highlight=False)
+            return
+        rows = [(r["line"], r["column"], r["reason"]) for r in skipped]
+        listed = sum(d["splits"].values()) + len({r[0] for r in rows})
+        title = f"{len({r[0] for r in rows})} of {listed} listed items have problems"
+        console.print(_problem_table(title, rows))
+        console.print(
+            "training refuses these items; set on_error: skip in the dataset options to leave "
+            "them out (they are recorded in the run summary)",
+            highlight=False,
+        )
+        raise typer.Exit(1)
     from unipair.data.manifest import check_manifest
 
     modalities = options.pop("modalities", None)
@@ -378,12 +446,9 @@ def datasets_check(
     if not problems:
         console.print(f"{name}: all {len(table)} rows readable", highlight=False)
         return
-    report = Table(title=f"{len({r for r, _, _ in problems})} of {len(table)} rows have problems")
-    for col in ("line", "column", "problem"):
-        report.add_column(col)
-    for row, column, why in problems:
-        report.add_row(str(table.lines[row]), column, escape(why))
-    console.print(report)
+    title = f"{len({r for r, _, _ in problems})} of {len(table)} rows have problems"
+    rows = [(table.lines[row], column, why) for row, column, why in problems]
+    console.print(_problem_table(title, rows))
     console.print(
         "training refuses these rows; set on_error: skip in the dataset options to leave them "
         "out (they are recorded in the run summary)",
@@ -400,13 +465,14 @@ def prepare(
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="dataset option key=value")
     ] = None,
+    root: RootOpt = None,
     workers: Annotated[int, typer.Option(help="processes decoding files")] = 0,
 ) -> None:
     """Decode every deterministic part of a manifest once into memory-mapped arrays; train on
     the folder (--dataset OUT) with the random augmentations on top."""
     from unipair.data.prepared import prepare as run_prepare
 
-    options = _parse_options(option)
+    options = _dataset_options(name, option, root)
     bar, update = _progress("preparing")
     with bar:
         folder = run_prepare(name, out, options, workers=workers, progress=update)
@@ -420,9 +486,11 @@ def datasets_show(
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="dataset option key=value")
     ] = None,
+    root: RootOpt = None,
 ) -> None:
-    """One dataset in detail, including per-split class balance."""
-    d = _describe(name, _parse_options(option))
+    """One dataset in detail, including per-split class balance and, for your copy of a
+    benchmark, how many listed items it lacks."""
+    d = _describe(name, _lenient(name, _dataset_options(name, option, root)))
     table = Table(title=f"{d['name']}  (fingerprint {d['fingerprint']}, seed {d['seed']})")
     table.add_column("modality")
     table.add_column("shape")
@@ -437,13 +505,18 @@ def datasets_show(
     for s in ("train", "val", "test"):
         balance.add_row(s, str(d["splits"][s]), *map(str, d["class_counts"][s]))
     console.print(balance)
-    rest = {
-        k: v
-        for k, v in d.items()
-        if k not in ("modalities", "class_counts", "splits", "name", "fingerprint", "seed")
-    }
-    for k, v in rest.items():
-        console.print(f"[bold]{k}[/]: {v}", highlight=False)
+    shown = ("modalities", "class_counts", "splits", "name", "fingerprint", "seed", "skipped_rows")
+    for k, v in d.items():
+        if k not in shown:
+            console.print(f"[bold]{k}[/]: {v}", highlight=False)
+    lines = sorted({r["line"] for r in d.get("skipped_rows") or []})
+    if lines:
+        first = ", ".join(map(str, lines[:5]))
+        console.print(
+            f"[bold]left out[/]: {len(lines)} listed items (lines {first}"
+            f"{', ...' if len(lines) > 5 else ''}); `unipair datasets check` lists them all",
+            highlight=False,
+        )
 
 
 def main() -> None:

@@ -76,6 +76,21 @@ DATASETS.register("interaction")(
 )
 for _name, _loader, _about in (
     (
+        "crema_d",
+        "unipair.data.benchmarks.crema_d:load_crema_d",
+        "CREMA-D: audio + video of 91 actors, 6 emotions",
+    ),
+    (
+        "kinetics_sounds",
+        "unipair.data.benchmarks.kinetics_sounds:load_kinetics_sounds",
+        "Kinetics-Sounds, OGM-GE's 31-class lists: audio + video",
+    ),
+    (
+        "ave",
+        "unipair.data.benchmarks.ave:load_ave",
+        "AVE: audio + video of the annotated event, 28 classes",
+    ),
+    (
         "food101",
         "unipair.data.benchmarks.mmbt:load_food101",
         "UPMC Food-101: image + recipe title, 101 dishes (MMBT jsonl or CSV; local data)",

@@ -148,13 +148,13 @@ def run_compare_command(
     threads: int | None = None,
     out: str,
     unimodal: bool | None,
+    root: str | None = None,
     command: str = "",
     console: Console | None = None,
 ) -> CompareResult:
     console = console or Console()
-    base = {
-        k: v for k, v in {"dataset.name": dataset, "train.epochs": epochs}.items() if v is not None
-    }
+    flags = {"dataset.name": dataset, "train.epochs": epochs, "dataset.options.root": root}
+    base = {k: v for k, v in flags.items() if v is not None}
     cfg, opts = _load(
         config,
         overrides,

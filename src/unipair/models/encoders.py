@@ -86,7 +86,8 @@ class MLPEncoder(Encoder):
 
 @ENCODERS.register("cnn")
 class CNNEncoder(Encoder):
-    """A small CNN for images and spectrograms [C, H, W]: conv-BN-ReLU-pool blocks."""
+    """A small CNN for images and spectrograms [C, H, W] and clips [C, T, H, W] (frame by
+    frame, features averaged over time, as ``resnet18``): conv-BN-ReLU-pool blocks."""
 
     example_input_shape = (1, 16, 16)
 
@@ -98,10 +99,12 @@ class CNNEncoder(Encoder):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        if len(input_shape) != 3:
-            raise ConfigError(f"cnn encoder needs [C, H, W] inputs, got shape {list(input_shape)}")
+        if len(input_shape) not in (3, 4):
+            raise ConfigError(
+                f"cnn encoder needs [C, H, W] or [C, T, H, W] inputs, got {list(input_shape)}"
+            )
         smallest = 2 ** len(channels)  # every block halves the image (max pooling)
-        if min(input_shape[1:]) < smallest:
+        if min(input_shape[-2:]) < smallest:
             raise ConfigError(
                 f"cnn encoder with {len(channels)} blocks needs images of at least "
                 f"{smallest}x{smallest}, got {list(input_shape)}; give fewer channels "
@@ -122,6 +125,10 @@ class CNNEncoder(Encoder):
         self.out_dim = width
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 5:  # [B, C, T, H, W]: every frame alone, then the mean over time
+            b, c, t, h, w = x.shape
+            z = self.features(x.transpose(1, 2).reshape(b * t, c, h, w))
+            return self.proj(z.view(b, t, -1).mean(1))
         return self.proj(self.features(x))
 
 
