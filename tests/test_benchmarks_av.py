@@ -741,12 +741,21 @@ def test_compare_runs_a_preset_on_a_copy(crema_root: Path, tmp_path: Path) -> No
     """``compare --preset NAME --root PATH``: every method under the preset's protocol (the
     readers and model shrunk here only to keep the test fast)."""
     small = [
-        *(f"dataset.options.{k}={v}" for k, v in (
-            ("classes", "[NEU, ANG]"), ("on_error", "skip"), ("audio", "logmel"),
-            ("frames", 2), ("size", 32), ("augment", "false"),
-            ("audio_options", "{sample_rate: 8000, n_fft: 256, hop_length: 80, n_mels: 32, "
-             "frames: 40}"),
-        )),
+        *(
+            f"dataset.options.{k}={v}"
+            for k, v in (
+                ("classes", "[NEU, ANG]"),
+                ("on_error", "skip"),
+                ("audio", "logmel"),
+                ("frames", 2),
+                ("size", 32),
+                ("augment", "false"),
+                (
+                    "audio_options",
+                    "{sample_rate: 8000, n_fft: 256, hop_length: 80, n_mels: 32, frames: 40}",
+                ),
+            )
+        ),
         "model.width=16",
         "model.encoders={audio: {name: cnn, options: {channels: [8]}}, "
         "video: {name: cnn, options: {channels: [8]}}}",
