@@ -1,7 +1,9 @@
 """Encoders: one per modality, each mapping a sample to a feature vector of a common width.
 
 Registry in the style of timm: ``create_encoder(name, input_shape, width, **options)``, and
-``default_encoder(shape)`` picks a sensible one from the input's shape alone.
+``default_encoder(shape)`` picks a sensible one from the input's shape alone. Besides exact
+names the registry holds families named ``<family>:<argument>`` (``timm:resnet18``,
+``hf:/models/bert``; :mod:`unipair.models.pretrained`, :mod:`unipair.models.hf`).
 """
 
 from __future__ import annotations
@@ -9,19 +11,23 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from unipair.errors import ConfigError
+from unipair.errors import ConfigError, UnknownNameError
 from unipair.models.resnet import ResNet18
 from unipair.registry import Registry
+
+if TYPE_CHECKING:
+    from unipair.models.pretrained import FreezeSpec
 
 __all__ = [
     "ENCODERS",
     "CNNEncoder",
     "Encoder",
+    "EncoderRegistry",
     "MLPEncoder",
     "ResNet18Encoder",
     "TransformerEncoder",
@@ -46,7 +52,67 @@ class Encoder(nn.Module):
     example_input_shape: ClassVar[tuple[int, ...]]
 
 
-ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
+class _FamilyMember:
+    """A family's factory bound to the argument after the colon. Class attributes
+    (``example_input_shape``, ``reads_steps``) read through to the factory, so the conformance
+    kit checks ``timm:resnet18`` like any registered class."""
+
+    def __init__(self, factory: Callable[..., Encoder], argument: str) -> None:
+        self.factory = factory
+        self.argument = argument
+
+    def __call__(self, **options: Any) -> Encoder:
+        return self.factory(self.argument, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        # reached only for what the instance lacks; a copy under construction has no factory
+        if name.startswith("__") or "factory" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.factory, name)
+
+
+class EncoderRegistry(Registry[Callable[..., Encoder]]):
+    """Exact names, plus families ``<family>:<argument>`` whose factory takes the argument
+    first: an architecture (``timm:resnet18``) or a directory (``hf:/models/bert``) cannot be
+    listed in advance. ``names()`` lists the exact names only; ``families()`` the prefixes."""
+
+    def __init__(self) -> None:
+        super().__init__("encoder")
+        self._families: dict[str, Callable[..., Encoder]] = {}
+
+    def register_family(self, family: str) -> Callable[[Callable[..., Encoder]], Any]:
+        def decorator(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
+            if family in self._families:
+                raise ValueError(f"encoder family {family!r} is already registered")
+            self._families[family] = factory
+            return factory
+
+        return decorator
+
+    def get(self, name: str) -> Callable[..., Encoder]:
+        family, colon, argument = name.partition(":")
+        if colon and family in self._families:
+            if not argument:
+                raise UnknownNameError(f"encoder {name!r}: name what follows '{family}:'")
+            return _FamilyMember(self._families[family], argument)
+        return super().get(name)
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            family, colon, argument = name.partition(":")
+            if colon and argument and family in self._families:
+                return True
+        return super().__contains__(name)
+
+    def unknown_message(self, name: str) -> str:
+        families = ", ".join(f"{f}:<...>" for f in self.families())
+        return f"{super().unknown_message(name)} Families: {families or '(none)'}."
+
+    def families(self) -> list[str]:
+        return sorted(self._families)
+
+
+ENCODERS = EncoderRegistry()
 
 
 def _activation(name: str) -> nn.Module:
@@ -137,18 +203,44 @@ class ResNet18Encoder(Encoder):
     """ResNet-18 for images [C, H, W] and clips [C, T, H, W].
 
     A clip is encoded frame by frame and the frame features are averaged over time, as the
-    audio-visual literature (OGM-GE, MLA) does for its visual stream.
+    audio-visual literature (OGM-GE, MLA) does for its visual stream. ``weights`` loads a
+    torchvision, timm or unipair ResNet-18 file into the backbone (``strict``, ``freeze``,
+    ``weights_info``: see :mod:`unipair.models.pretrained`); without it the backbone starts
+    from random initialisation, as before.
     """
 
     example_input_shape = (3, 32, 32)
 
-    def __init__(self, input_shape: Sequence[int], width: int, channels_last: bool = True) -> None:
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        width: int,
+        channels_last: bool = True,
+        weights: str | None = None,
+        strict: bool = True,
+        freeze: str | None = None,
+    ) -> None:
+        # imported here: pretrained.py imports this module
+        from unipair.models.pretrained import FreezeSpec, load_weights
+
         super().__init__()
         if len(input_shape) not in (3, 4):
             raise ConfigError(
                 f"resnet18 encoder needs [C, H, W] or [C, T, H, W] inputs, got {list(input_shape)}"
             )
+        self.freeze: FreezeSpec = FreezeSpec.parse(freeze)
+        self.frozen: tuple[str, ...] = ()
         self.backbone = ResNet18(in_channels=input_shape[0])
+        self.weights_info: dict[str, Any] | None = None
+        if weights is not None:
+            self.weights_info = load_weights(
+                self.backbone,
+                weights,
+                strict=strict,
+                heads=("fc",),
+                input_conv="stem.0",
+                resnet18_layout="unipair",
+            )
         self.proj: nn.Module = (
             nn.Identity() if width == ResNet18.out_dim else nn.Linear(ResNet18.out_dim, width)
         )
@@ -171,6 +263,18 @@ class ResNet18Encoder(Encoder):
         if frames:
             z = z.view(b, t, -1).mean(1)
         return self.proj(z)
+
+    def freeze_scopes(self) -> dict[str, tuple[str, ...]]:
+        """What ``freeze`` names: ``all`` the backbone, ``stem`` its 7x7 convolution and
+        BatchNorm (the projection to the model width always trains)."""
+        return {"all": ("backbone",), "stem": ("backbone.stem",)}
+
+    def train(self, mode: bool = True) -> ResNet18Encoder:
+        from unipair.models.pretrained import hold_frozen
+
+        super().train(mode)
+        hold_frozen(self)
+        return self
 
 
 class _SequenceTransformer(nn.Module):
