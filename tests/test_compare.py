@@ -297,3 +297,54 @@ def test_fit_probe_selects_on_validation_and_reads_test_once() -> None:
     assert result["acc"] > 0.8 and result["val_acc"] > 0.8 and result["C"] in (0.01, 0.1, 1, 10)
     noise = {"x": rng.normal(size=(300, 5)), "y": rng.integers(0, 3, 300)}
     assert fit_probe(noise, split(100), split(100))["acc"] < 0.6  # nothing to learn
+
+
+# ---- the modality gap --------------------------------------------------------------------------
+def test_modality_gap_measures_centroid_distance_and_paired_cosine() -> None:
+    import numpy as np
+
+    from unipair.evaluation.modality_gap import modality_gap, pca_view
+
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=(400, 8))
+    aligned = modality_gap({"a": same, "b": 3.0 * same}, {"a": np.arange(400), "b": np.arange(400)})
+    assert aligned["pairs"]["a|b"]["distance"] == pytest.approx(0.0, abs=1e-12)  # scale-free
+    assert aligned["pairs"]["a|b"]["paired_cosine"] == pytest.approx(1.0)
+    e1, e2 = np.eye(8)[[0] * 50], np.eye(8)[[1] * 50]
+    apart = modality_gap({"a": e1, "b": e2}, {"a": np.arange(50), "b": np.arange(50)})
+    assert apart["mean_distance"] == pytest.approx(np.sqrt(2))
+    assert apart["pairs"]["a|b"]["paired_cosine"] == pytest.approx(0.0)
+    # paired cosine only over the samples both modalities have
+    part = modality_gap({"a": e1, "b": e1[:10]}, {"a": np.arange(50), "b": np.arange(40, 50)})
+    assert part["pairs"]["a|b"]["paired_cosine"] == pytest.approx(1.0)
+    view = pca_view({"a": same, "b": -same}, rows=30)
+    assert {k: np.asarray(v).shape for k, v in view.items()} == {"a": (30, 2), "b": (30, 2)}
+
+
+def test_compare_reports_the_modality_gap(compared) -> None:
+    out, _, first, _ = compared
+    gap = first.table["joint"]["modality_gap"]
+    assert "own weights" in gap["space"]  # concat fusion: a gap is expected, and said
+    assert set(gap["pairs"]) == {"fou|mor", "fou|pix", "mor|pix"}
+    assert 0.0 <= gap["mean_distance"]["mean"] <= 2.0
+    assert "modality_gap" not in first.table["unimodal:mor"]  # one modality: no gap
+    md = (out / "results.md").read_text()
+    assert "Modality gap on test" in md
+    assert (out / "figures" / "modality_gap.png").is_file()
+
+
+def test_mla_gap_is_measured_in_its_shared_head_space(tmp_path: Path) -> None:
+    import unipair
+    from unipair.evaluation.modality_gap import gap_run
+
+    result = unipair.train({
+        "dataset": {"name": "handwritten", "options": {"views": ["pix", "mor"]}},
+        "method": "mla", "model": {"width": 16}, "train": {"epochs": 1},
+        "fabric": {"accelerator": "cpu"}, "logging": {"progress": "none"},
+        "out": str(tmp_path), "name": "mla",
+    })  # fmt: skip
+    gap = gap_run(result.run_dir)
+    assert gap is not None and gap["space"].startswith("shared-head input")
+    assert set(gap["view"]) == {"pix", "mor"} and len(gap["view"]["pix"]) == 300
+    cached = json.loads((result.run_dir / "modality_gap.json").read_text())
+    assert cached["gap"]["mean_distance"] == gap["mean_distance"]

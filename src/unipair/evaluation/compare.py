@@ -33,6 +33,7 @@ from unipair.engine.config import MethodConfig, RunConfig
 from unipair.engine.run_dir import RunDir
 from unipair.errors import RunDirError
 from unipair.evaluation.analysis import DEFAULT_RATES, analyze_run
+from unipair.evaluation.modality_gap import gap_run
 from unipair.evaluation.probes import probe_run
 from unipair.io import exclusive_lock
 
@@ -191,6 +192,7 @@ def _execute_run(spec: RunSpec, rates: Sequence[float]) -> dict[str, Any]:
         )
     analysis = analyze_run(run.path, rates)
     probes = probe_run(run.path)
+    gap = gap_run(run.path)
     return {
         "label": spec.label,
         "seed": spec.seed,
@@ -200,6 +202,7 @@ def _execute_run(spec: RunSpec, rates: Sequence[float]) -> dict[str, Any]:
         "summary": summary,
         "analysis": analysis,
         "probes": probes,
+        "modality_gap": gap,
     }
 
 
@@ -379,6 +382,19 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                         ]
                     )
                     for m in probed
+                }
+            gaps = [r.get("modality_gap") for r in runs]
+            if gaps and all(gaps):
+                row["modality_gap"] = {
+                    "space": gaps[0]["space"],
+                    "mean_distance": _stats([g["mean_distance"] for g in gaps]),
+                    "pairs": {
+                        pair: {
+                            k: _stats([g["pairs"][pair].get(k) for g in gaps])
+                            for k in ("distance", "paired_cosine")
+                        }
+                        for pair in gaps[0]["pairs"]
+                    },
                 }
             analyses = [r["analysis"] for r in runs]
             row["leave_one_out"] = {

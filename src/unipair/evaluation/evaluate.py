@@ -7,19 +7,22 @@ zero-filling alone, so every method sees them as absent.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from lightning_fabric import Fabric
 
+from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import MultimodalData
 from unipair.data.missing import missing_masks
 from unipair.engine.checkpoint import read_checkpoint
 from unipair.engine.config import load_config
 from unipair.engine.metrics import MultimodalMetrics
 from unipair.engine.precision import resolve_precision
-from unipair.engine.predict import build_method, load_data, make_loader, predict_split
+from unipair.engine.predict import build_method, load_data, make_loader, on_device, predict_split
 from unipair.engine.run_dir import RunDir
 from unipair.engine.samplers import ShardBatchSampler
 from unipair.errors import ConfigError, RunDirError, UnknownNameError
@@ -56,6 +59,38 @@ class LoadedRun:
                 f"{self.run.path}: the dataset differs from the one the run was trained on "
                 f"(fingerprint {self.data.fingerprint}, run recorded {expected})"
             )
+
+    @torch.no_grad()
+    def per_modality_rows(
+        self,
+        split: str,
+        get: Callable[[Method, MultimodalBatch], Mapping[str, torch.Tensor] | None],
+        batch_size: int = 512,
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """modality -> {"x": [n, ...], "y": labels [n], "row": split rows [n]} of what ``get``
+        returns (features, embeddings), over the rows where the modality is present; {} when
+        ``get`` returns None (the method has no such quantity)."""
+        ds = self.data.split(split).eval_view()
+        loader = make_loader(ds, ShardBatchSampler(len(ds), batch_size))
+        chunks: dict[str, list[tuple[np.ndarray, ...]]] = {}
+        self.method.eval()
+        start = 0
+        with self.fabric.autocast():
+            for batch in loader:
+                batch = on_device(batch, self.fabric)
+                out = get(self.method, batch)
+                if out is None:
+                    return {}
+                index = np.arange(start, start + len(batch))
+                start += len(batch)
+                for m, x in out.items():
+                    rows = batch.present[m]
+                    x, y = x[rows].float().cpu().numpy(), batch.labels[rows].cpu().numpy()
+                    chunks.setdefault(m, []).append((x, y, index[rows.cpu().numpy()]))
+        return {
+            m: {k: np.concatenate([c[i] for c in parts]) for i, k in enumerate(("x", "y", "row"))}
+            for m, parts in chunks.items()
+        }
 
     def evaluate(
         self,

@@ -161,6 +161,29 @@ def contributions_figure(table: dict[str, Any], modalities: Sequence[str], path:
     return save_figure(fig, path)
 
 
+def modality_gap_figure(runs: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """One 2-D PCA panel per method (its first seed): L2-normalised embeddings coloured by
+    modality, the centroid distance in the title."""
+    first: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        gap = r.get("modality_gap")
+        if gap and gap.get("view") and not r["label"].startswith("unimodal:"):
+            first.setdefault(r["label"], gap)
+    if not first:
+        return None
+    fig, axes = _grid(len(first))
+    for ax, (label, gap) in zip(axes, first.items(), strict=True):
+        for m, xy in gap["view"].items():
+            pts = np.asarray(xy)
+            ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.5, label=m)
+        ax.set_title(f"{label}: gap {gap['mean_distance']:.2f}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].legend(fontsize=7, markerscale=3)
+    return save_figure(fig, path)
+
+
 def write_figures(
     table: dict[str, Any], runs: Sequence[dict[str, Any]], modalities: Sequence[str], out: Path
 ) -> list[Figure]:
@@ -193,4 +216,15 @@ def write_figures(
                 "when there are at most five modalities.",
             ),
         ]
+    gap_png = modality_gap_figure(runs, out / "modality_gap.png")
+    if gap_png is not None:
+        figs.append(
+            Figure(
+                "modality_gap",
+                gap_png,
+                "Modality gap: a 2-D PCA of each method's per-modality embeddings on test "
+                "(L2-normalised, first seed), coloured by modality; the table above names each "
+                "method's embedding space.",
+            )
+        )
     return figs

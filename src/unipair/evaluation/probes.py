@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from unipair.io import write_json
 
@@ -30,30 +29,9 @@ PROBE_C = (0.01, 0.1, 1.0, 10.0)
 PROBE_VERSION = 1
 
 
-@torch.no_grad()
 def probe_features(run: Any, split: str, batch_size: int = 512) -> dict[str, dict[str, np.ndarray]]:
     """modality -> {"x": features [n, d], "y": labels [n]} over the rows where it is present."""
-    from unipair.engine.predict import make_loader, on_device
-    from unipair.engine.samplers import ShardBatchSampler
-
-    method, fabric = run.method, run.fabric
-    ds = run.data.split(split).eval_view()
-    loader = make_loader(ds, ShardBatchSampler(len(ds), batch_size))
-    chunks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    method.eval()
-    with fabric.autocast():
-        for batch in loader:
-            batch = on_device(batch, fabric)
-            feats = method.modality_features(batch)
-            for m, x in feats.items():
-                rows = batch.present[m]
-                chunks.setdefault(m, []).append(
-                    (x[rows].float().cpu().numpy(), batch.labels[rows].cpu().numpy())
-                )
-    return {
-        m: {"x": np.concatenate([x for x, _ in c]), "y": np.concatenate([y for _, y in c])}
-        for m, c in chunks.items()
-    }
+    return run.per_modality_rows(split, lambda method, batch: method.modality_features(batch))
 
 
 def fit_probe(

@@ -57,6 +57,10 @@ def results_rows(table: dict[str, Any], modalities: Sequence[str]) -> list[dict[
                 stat = row.get(group, {}).get(m)
                 if stat:
                     flat[f"{group}/{m}_mean"], flat[f"{group}/{m}_std"] = stat["mean"], stat["std"]
+        gap = row.get("modality_gap")
+        if gap:
+            flat["modality_gap_mean"] = gap["mean_distance"]["mean"]
+            flat["modality_gap_std"] = gap["mean_distance"]["std"]
         rows.append(flat)
     return rows
 
@@ -141,6 +145,25 @@ def _markdown_tables(
                 ],
             )
         )
+    gapped = [m for m in methods if "modality_gap" in table[m]]
+    if gapped:
+        out.append(
+            (
+                "Modality gap on test: distance between the modalities' centroids of "
+                "L2-normalised embeddings (0 = same mean direction, 2 = opposite), mean over "
+                "pairs, and the mean cosine of one sample's embeddings across modalities",
+                ["method", "embedding space", "centroid distance", "paired cosine"],
+                [
+                    [
+                        m,
+                        table[m]["modality_gap"]["space"],
+                        _pm(table[m]["modality_gap"]["mean_distance"], 1.0, 3),
+                        _pm(_mean_pair(table[m]["modality_gap"], "paired_cosine"), 1.0, 3),
+                    ]
+                    for m in gapped
+                ],
+            )
+        )
     for kind, title in (
         ("leave_one_out", "Fused accuracy lost when the modality is missing at test time (points)"),
         ("shapley", "Shapley value of each modality for fused accuracy (points)"),
@@ -166,6 +189,15 @@ def _markdown_tables(
             )
         )
     return out
+
+
+def _mean_pair(gap: dict[str, Any], key: str) -> dict[str, float] | None:
+    """The mean over modality pairs of one per-pair statistic (its std: the mean of theirs)."""
+    stats = [p[key] for p in gap["pairs"].values() if p[key]["n"]]
+    if not stats:
+        return None
+    mean = {k: sum(s[k] for s in stats) / len(stats) for k in ("mean", "std")}
+    return {**mean, "n": min(s["n"] for s in stats)}
 
 
 def _md(title: str, head: list[str], body: list[list[str]]) -> str:

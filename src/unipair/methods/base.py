@@ -369,9 +369,17 @@ class Method(nn.Module, ABC):
         raise NotImplementedError(f"method {self.name!r} does not expose modality features")
 
     def shared_embeddings(self, batch: MultimodalBatch) -> dict[str, Tensor] | None:
-        """Per-modality embeddings [B, d] that live in one space (MLA's shared-head input,
-        PgM's reconstructions), for the modality gap; None when the method has no such space."""
+        """Per-modality embeddings [B, d] of one width, the representation the method hands
+        on to what it shares or fuses (MLA's shared-head input, PgM's reconstructions, the
+        fusion input of joint training), for the modality gap
+        (``unipair.evaluation.modality_gap``); None when the method has none."""
         return None
+
+    @property
+    def embedding_space(self) -> str:
+        """What :meth:`shared_embeddings` are, in words, and whether one set of weights reads
+        every modality's (a gap between separately-read spaces is expected, not a defect)."""
+        return ""
 
     # ---- helpers --------------------------------------------------------------------------
     @property

@@ -13,7 +13,7 @@ from unipair.data.dataset import TaskSpec
 from unipair.methods.base import ANY, Method, MethodHparams, Prediction, TrainStep
 from unipair.methods.common import cross_entropy
 from unipair.methods.registry import register_method
-from unipair.models.multimodal import ModelConfig, MultimodalModel
+from unipair.models.multimodal import ModelConfig, MultimodalModel, fusion_input_space
 
 __all__ = ["Joint", "JointHparams"]
 
@@ -65,6 +65,14 @@ class Joint(Method):
 
     def modality_features(self, batch: MultimodalBatch) -> dict[str, Tensor]:
         return self.model.encode(batch)
+
+    def shared_embeddings(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        """The fusion's input: every modality's encoder features."""
+        return self.model.encode(batch)
+
+    @property
+    def embedding_space(self) -> str:
+        return fusion_input_space(self.model_config.fusion)
 
     def predict(self, batch: MultimodalBatch) -> Prediction:
         features, logits = self.model(batch)

@@ -396,6 +396,10 @@ class MLA(Method):
         """The shared head's input: every modality's features enter the same head."""
         return self.modality_features(batch)
 
+    @property
+    def embedding_space(self) -> str:
+        return "shared-head input (one head reads every modality)"
+
     def predict(self, batch: MultimodalBatch) -> Prediction:
         _, logits = self.forward(batch)
         hp = self.hparams

@@ -27,7 +27,7 @@ from unipair.methods.base import (
 )
 from unipair.methods.ogm_ge import OGMOptions
 from unipair.methods.registry import register_method
-from unipair.models.multimodal import ModelConfig, MultimodalModel
+from unipair.models.multimodal import ModelConfig, MultimodalModel, fusion_input_space
 from unipair.models.pgm import PgMAdapter, PgMConfig, PgMOutputs, pool
 
 __all__ = ["PgM", "PgMHparams", "PgMOGMOptions"]
@@ -117,6 +117,10 @@ class PgM(Method):
         """What the task head reads per modality (the decoder's reconstructions by default)."""
         out = self.pgm(batch.inputs, batch.present, batch.valid)
         return dict(out.task_features)
+
+    @property
+    def embedding_space(self) -> str:
+        return "reconstructions, the " + fusion_input_space(self.model_config.fusion)
 
     def predict(self, batch: MultimodalBatch) -> Prediction:
         out = self.pgm(batch.inputs, batch.present, batch.valid)

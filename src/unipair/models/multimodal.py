@@ -59,6 +59,19 @@ class ModelConfig(StrictModel):
         return v
 
 
+#: fusions whose head reads every modality's features with the same weights
+SHARED_SPACE_FUSIONS = ("sum", "gated")
+
+
+def fusion_input_space(fusion: str) -> str:
+    """The fusion input as an embedding space, in words, for the modality gap: under
+    ``sum``/``gated`` one head reads every modality, under ``concat``/``film`` each modality
+    has its own weights, so a gap there is expected."""
+    shared = fusion in SHARED_SPACE_FUSIONS
+    how = "one head reads every modality" if shared else "each modality has its own weights"
+    return f"{fusion} fusion's input ({how})"
+
+
 def build_encoders(
     task: TaskSpec, config: ModelConfig, modalities: Sequence[str] | None = None
 ) -> nn.ModuleDict:
