@@ -46,6 +46,7 @@ from unipair.engine.predict import (
     save_predictions,
 )
 from unipair.engine.progress import make_reporter
+from unipair.engine.provenance import check_same_weights, encoder_weights
 from unipair.engine.run_dir import RunDir, RunResult, default_run_name, environment_info
 from unipair.engine.samplers import GlobalBatchSampler, ShardBatchSampler
 from unipair.engine.state import TrainState
@@ -53,6 +54,7 @@ from unipair.errors import ConfigError, RunDirError, TrainingError, UnipairError
 from unipair.io import exclusive_lock, write_text
 from unipair.methods import EpochData, TrainStep
 from unipair.methods.base import row_counts
+from unipair.models.pretrained import freezable
 from unipair.models.sync_batchnorm import convert_sync_batchnorm
 
 __all__ = ["Trainer"]
@@ -119,6 +121,11 @@ class Trainer:
             self.auxiliary = load_auxiliary(self.method, cfg, self.data, fabric.device)
         if cfg.fabric.sync_batchnorm and fabric.world_size > 1:
             convert_sync_batchnorm(self.method, fabric.device.type)
+        self.weights = encoder_weights(self.method)
+        self.freezable = freezable(self.method)
+        self._frozen: dict[str, tuple[str, ...]] = {}
+        # optimizer and DDP wrapper see every parameter trainable (nothing is frozen before the
+        # first epoch starts), so an encoder frozen now can train later (until_epoch:N)
         groups = self.method.parameter_groups()
         check_parameter_groups(self.method, groups)
         optimizer = build_optimizer(groups, cfg.optim)
@@ -292,6 +299,7 @@ class Trainer:
         t0 = self._epoch_start = time.perf_counter()
         self.sampler.set_epoch(epoch)
         method.train()
+        self.freeze(epoch)
         step.epoch = epoch
         method.on_train_epoch_start(step, self.epoch_data)
         self.reporter.start_epoch(epoch, self.cfg.train.epochs, len(self.sampler))
@@ -322,6 +330,17 @@ class Trainer:
         self.state.train_time += seconds
         row["time/train_s"] = round(seconds, 4)
         return row
+
+    def freeze(self, epoch: int) -> None:
+        """Apply every encoder's ``freeze`` for ``epoch`` (also the first epoch of a resumed
+        run): frozen parameters get no gradient, so neither the optimizer nor weight decay moves
+        them, and frozen modules stay in eval mode (BatchNorm keeps its statistics)."""
+        for name, encoder in self.freezable.items():
+            frozen = encoder.freeze.apply(encoder, epoch)
+            if frozen != self._frozen.get(name, ()):
+                what = f"frozen: {', '.join(frozen)}" if frozen else "trains entirely"
+                self.reporter.message(f"epoch {epoch}: {name} {what} (freeze: {encoder.freeze})")
+            self._frozen[name] = frozen
 
     def optimizer_step(self, batch: MultimodalBatch) -> dict[str, Tensor]:
         """One optimizer step on this process's share of a global batch, split into
@@ -390,6 +409,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "state": self.state.to_dict(),
             "data_fingerprint": self.data.fingerprint,
+            "weights": self.weights,
             "val": val,
             "rng": get_rng_state(),
         }
@@ -414,6 +434,8 @@ class Trainer:
                 f"cannot resume {run.path}: it was trained on other data (fingerprint "
                 f"{rest.get('data_fingerprint')}, now {self.data.fingerprint})"
             )
+        if "weights" in rest:  # older checkpoints did not record them
+            check_same_weights(rest["weights"], self.weights, f"cannot resume {run.path}")
         self.scheduler.load_state_dict(rest["scheduler"])
         self.state = TrainState.from_dict(rest["state"])
         set_rng_state(rest["rng"])
@@ -472,6 +494,7 @@ class Trainer:
                 **({"heldout": self.heldout_info} if self.heldout_info else {}),
                 **{k: data.info[k] for k in ("skipped_rows", "prepared") if k in data.info},
                 **({"auxiliary": self.auxiliary} if self.auxiliary else {}),
+                **({"weights": self.weights} if self.weights else {}),
                 **environment_info(),
             }
             run.write_summary(summary)

@@ -48,10 +48,12 @@ __all__ = [
     "TorchvisionEncoder",
     "adapt_input_conv",
     "file_digest",
+    "freezable",
     "hold_frozen",
     "load_weights",
     "read_state_dict",
     "rename_resnet18",
+    "weights_digest",
 ]
 
 _VISION = "pip install 'unipair[vision]'"
@@ -67,6 +69,20 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
             h.update(block)
             size += len(block)
     return h.hexdigest(), size
+
+
+def weights_digest(path: str | Path) -> tuple[str, int]:
+    """SHA-256 and size of what an encoder's ``weights_info`` hashed at ``path``: a weights file,
+    or a Hugging Face model directory as ``hf:<dir>`` hashes it (config and weights files)."""
+    path = Path(path)
+    if path.is_dir():
+        from unipair.models.hf import hf_weights_info
+
+        info = hf_weights_info(path)
+        return info["sha256"], info["size"]
+    if not path.is_file():
+        raise DataNotFoundError(f"weights file {path} does not exist")
+    return file_digest(path)
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -290,6 +306,13 @@ class FreezeSpec:
         encoder.train(encoder.training)  # back to train mode what is no longer frozen
         hold_frozen(encoder)
         return names
+
+
+def freezable(module: nn.Module) -> dict[str, nn.Module]:
+    """The submodules of ``module`` (by dotted name) that carry a :class:`FreezeSpec` in
+    ``freeze``: what the trainer freezes and unfreezes at the start of every epoch."""
+    modules = module.named_modules()
+    return {n: m for n, m in modules if isinstance(getattr(m, "freeze", None), FreezeSpec)}
 
 
 def hold_frozen(encoder: nn.Module) -> None:
