@@ -1,104 +1,26 @@
 """Freezing in the engine and the provenance of encoder weights.
 
-A ResNet-18 backbone with random weights (BatchNorm statistics moved off their defaults, so a
-frozen run that updated them would show) is saved by each test and loaded with ``weights:``; runs
-are one or two epochs on small synthetic images, one torch thread.
+Backbones with random weights (BatchNorm statistics moved off their defaults, so a frozen run
+that updated them would show) are saved by each test and loaded with ``weights:``; runs are one
+or two epochs on small synthetic images (``backbones.py``), one torch thread.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
 import unipair
+from backbones import IMG, backbone_of, config, interrupted, same, save_backbone
+from backbones import tiny_encoder as tiny_encoder  # the fixture
 from unipair.errors import ConfigError, RunDirError
-from unipair.models.encoders import ResNet18Encoder
 from unipair.models.pretrained import FreezeSpec, file_digest
 
-IMG = [3, 16, 16]
-
-
-def save_backbone(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A ResNet-18 backbone (unipair layout) with non-default BatchNorm statistics."""
-    torch.manual_seed(seed)
-    backbone = ResNet18Encoder(IMG, 16).backbone
-    for m in backbone.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    sd = {k: v.clone() for k, v in backbone.state_dict().items()}
-    torch.save(sd, path)
-    return sd
-
-
-def config(
-    tmp_path: Path,
-    encoders: dict[str, Any],
-    *,
-    method: str = "joint",
-    epochs: int = 1,
-    name: str = "r",
-    **sections: Any,
-) -> dict[str, Any]:
-    shapes = {m: IMG for m in encoders} | {"vec": [8]}
-    cfg: dict[str, Any] = {
-        "dataset": {
-            "name": "synthetic",
-            "options": {"shapes": shapes, "num_samples": 96, "num_classes": 2, "seed": 1},
-        },
-        "method": method,
-        "model": {
-            "width": 16,
-            "encoders": {
-                **{m: {"name": "resnet18", "options": o} for m, o in encoders.items()},
-                "vec": {"name": "mlp", "options": {"hidden": [16], "dropout": 0.0}},
-            },
-        },
-        # a large weight decay: it would visibly move any frozen weight it reached
-        "optim": {"optimizer": "adamw", "lr": 1e-2, "weight_decay": 0.5},
-        "train": {"epochs": epochs, "batch_size": 32, "seed": 0},
-        "fabric": {"accelerator": "cpu"},
-        "logging": {"progress": "none", "save_predictions": False},
-        "out": str(tmp_path / "runs"),
-        "name": name,
-    }
-    for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value}
-    return cfg
-
-
-def backbone_of(ckpt: Path, prefix: str = "model.encoders.img.") -> dict[str, torch.Tensor]:
-    sd = torch.load(ckpt, weights_only=True)["method"]
-    return {k.removeprefix(f"{prefix}backbone."): v for k, v in sd.items() if ".backbone." in k
-            and k.startswith(prefix)}  # fmt: skip
-
-
-def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    assert set(a) == set(b)
-    return all(torch.equal(a[k], b[k]) for k in a)
-
-
-def interrupted(cfg: dict[str, Any], monkeypatch: pytest.MonkeyPatch, after: int = 1) -> Path:
-    """Train ``cfg`` and stop it (as Ctrl-C does) once ``after`` epochs are saved."""
-    from unipair.engine.run_dir import RunDir
-
-    original = RunDir.write_metrics
-
-    def crash(self, history):
-        original(self, history)
-        if len(history) == after:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(RunDir, "write_metrics", crash)
-    with pytest.raises(KeyboardInterrupt):
-        unipair.train(cfg)
-    monkeypatch.setattr(RunDir, "write_metrics", original)
-    return Path(cfg["out"]) / cfg["name"]
+pytestmark = pytest.mark.usefixtures("tiny_encoder")
 
 
 @pytest.fixture
@@ -107,42 +29,44 @@ def weights(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     return path, save_backbone(path)
 
 
-# ------------------------------------------------------------------------------- freezing
-def test_freeze_all_keeps_weights_and_batchnorm_statistics_bit_identical(
-    tmp_path: Path, weights
-) -> None:
-    path, source = weights
-    result = unipair.train(config(tmp_path, {"img": {"weights": str(path), "freeze": "all"}}))
-    last = result.run_dir / "last.ckpt"
-    assert same(backbone_of(last), source), "a frozen backbone moved"
-    # the optimizer holds every parameter but stepped only those with a gradient
-    ckpt = torch.load(last, weights_only=True)
-    groups = ckpt["optimizer"]["param_groups"]
-    held = sum(len(g["params"]) for g in groups)
-    method = unipair.methods.create("joint", _spec(), _model_config(path, "all"))
-    assert held == len(list(method.parameters()))
-    frozen = len(list(method.model.encoders["img"].backbone.parameters()))
-    assert len(ckpt["optimizer"]["state"]) == held - frozen
-
-
 def _spec():
     from unipair.data.dataset import ModalitySpec, TaskSpec
 
     return TaskSpec((ModalitySpec("img", tuple(IMG)), ModalitySpec("vec", (8,))), 2)
 
 
-def _model_config(path: Path, freeze: str):
+def _model_config(path: Path, freeze: str, kind: str = "tiny"):
     from unipair.models.multimodal import ModelConfig
 
     return ModelConfig.model_validate(
         {
             "width": 16,
             "encoders": {
-                "img": {"name": "resnet18", "options": {"weights": str(path), "freeze": freeze}},
+                "img": {"name": kind, "options": {"weights": str(path), "freeze": freeze}},
                 "vec": {"name": "mlp", "options": {"hidden": [16]}},
             },
         }
     )
+
+
+# ------------------------------------------------------------------------------- freezing
+def test_freeze_all_keeps_weights_and_batchnorm_statistics_bit_identical(tmp_path: Path) -> None:
+    path = tmp_path / "resnet18.pth"
+    source = save_backbone(path, kind="resnet18")
+    encoders = {"img": {"weights": str(path), "freeze": "all"}}
+    # the engine's freezing itself: the backbone runs in every step, no cached features
+    cfg = config(tmp_path, encoders, kind="resnet18", train={"feature_cache": "off"})
+    result = unipair.train(cfg)
+    last = result.run_dir / "last.ckpt"
+    assert same(backbone_of(last), source), "a frozen backbone moved"
+    # the optimizer holds every parameter but stepped only those with a gradient
+    ckpt = torch.load(last, weights_only=True)
+    groups = ckpt["optimizer"]["param_groups"]
+    held = sum(len(g["params"]) for g in groups)
+    method = unipair.methods.create("joint", _spec(), _model_config(path, "all", "resnet18"))
+    assert held == len(list(method.parameters()))
+    frozen = len(list(method.model.encoders["img"].backbone.parameters()))
+    assert len(ckpt["optimizer"]["state"]) == held - frozen
 
 
 def test_until_epoch_1_trains_the_backbone_from_epoch_1_also_after_a_resume(
@@ -156,7 +80,7 @@ def test_until_epoch_1_trains_the_backbone_from_epoch_1_also_after_a_resume(
     after = backbone_of(run / "last.ckpt")
     assert not torch.equal(after["stem.0.weight"], source["stem.0.weight"])
     assert not torch.equal(after["stem.1.running_mean"], source["stem.1.running_mean"])
-    assert not torch.equal(after["layers.7.conv2.weight"], source["layers.7.conv2.weight"])
+    assert not torch.equal(after["body.0.weight"], source["body.0.weight"])
 
 
 def test_parameter_groups_include_frozen_parameters(tmp_path: Path, weights) -> None:
@@ -187,8 +111,8 @@ def test_pgm_lr_groups_with_a_partly_frozen_encoder(tmp_path: Path, weights) -> 
     after = backbone_of(result.run_dir / "last.ckpt", "pgm.encoders.img.")
     stem = {k: v for k, v in after.items() if k.startswith("stem.")}
     assert same(stem, {k: v for k, v in source.items() if k.startswith("stem.")})
-    assert not torch.equal(after["layers.0.conv1.weight"], source["layers.0.conv1.weight"])
-    assert not torch.equal(after["layers.0.bn1.running_var"], source["layers.0.bn1.running_var"])
+    assert not torch.equal(after["body.0.weight"], source["body.0.weight"])
+    assert not torch.equal(after["body.1.running_var"], source["body.1.running_var"])
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
@@ -223,23 +147,29 @@ def test_freezing_needs_ddp_that_finds_unused_parameters(tmp_path: Path, weights
 def test_two_processes_train_with_frozen_encoders(tmp_path: Path, weights) -> None:
     path, source = weights
     encoders = {
-        "img": {"weights": str(path), "freeze": "all"},
+        "img": {"weights": str(path), "freeze": "all"},  # cached: rank 0 computes, rank 1 reads
         "late": {"weights": str(path), "freeze": "until_epoch:1"},
+        "stem": {"weights": str(path), "freeze": "stem"},
     }
     cfg = config(tmp_path, encoders, epochs=2, fabric={"devices": 2, "strategy": "ddp_fork"})
     result = unipair.train(cfg)
     assert len(result.history) == 2
+    assert result.summary["feature_cache"]["img"]["cached"]
     last = result.run_dir / "last.ckpt"
     assert same(backbone_of(last), source)
     late = backbone_of(last, "model.encoders.late.")
-    assert not torch.equal(late["layers.7.conv2.weight"], source["layers.7.conv2.weight"])
+    assert not torch.equal(late["body.0.weight"], source["body.0.weight"])
+    stem = backbone_of(last, "model.encoders.stem.")
+    assert torch.equal(stem["stem.0.weight"], source["stem.0.weight"])
+    assert torch.equal(stem["stem.1.running_var"], source["stem.1.running_var"])
+    assert not torch.equal(stem["body.0.weight"], source["body.0.weight"])
 
 
 # ------------------------------------------------------------------------------- provenance
 def test_summary_records_every_weights_file(tmp_path: Path, weights) -> None:
     path, source = weights
     partial = tmp_path / "partial.pth"
-    torch.save({k: v for k, v in source.items() if not k.startswith("layers.7.")}, partial)
+    torch.save({k: v for k, v in source.items() if not k.startswith("body.")}, partial)
     encoders = {
         "img": {"weights": str(path)},
         "other": {"weights": str(partial), "strict": False},
@@ -254,7 +184,7 @@ def test_summary_records_every_weights_file(tmp_path: Path, weights) -> None:
     assert "vec" not in summary["weights"]
     other = summary["weights"]["other"]
     assert other["sha256"] == file_digest(partial)[0]
-    assert "layers.7.conv1.weight" in other["missing"] and other["unexpected"] == []
+    assert "body.0.weight" in other["missing"] and other["unexpected"] == []
     ckpt = torch.load(result.run_dir / "best.ckpt", weights_only=True)
     assert ckpt["weights"] == summary["weights"]
 
@@ -303,5 +233,5 @@ def test_freeze_spec_is_found_on_every_encoder_that_takes_it(tmp_path: Path, wei
     path, _ = weights
     method = unipair.methods.create("mla", _spec(), _model_config(path, "stem"))
     found = freezable(method)
-    assert list(found) == ["encoders.img"]
+    assert list(found) == ["encoders.img"]  # the mlp takes no freeze
     assert found["encoders.img"].freeze == FreezeSpec("stem")

@@ -35,10 +35,12 @@ from unipair.engine.checkpoint import (
     state_checksum,
 )
 from unipair.engine.config import RunConfig
+from unipair.engine.feature_cache import cache_features
 from unipair.engine.metrics import MultimodalMetrics
 from unipair.engine.optim import build_optimizer, build_scheduler, check_parameter_groups
 from unipair.engine.predict import (
     build_method,
+    hide_train_modalities,
     load_data,
     make_loader,
     on_device,
@@ -111,12 +113,11 @@ class Trainer:
         self.fabric, self.cfg = fabric, cfg
         self.t_start = self._epoch_start = time.perf_counter()
         fabric.seed_everything(cfg.train.seed, verbose=False)
-        self.data = load_data(cfg)
+        self.data = load_data(cfg, missing=False)  # hidden after the feature cache
         if not cfg.train.test:
             self.data.withhold_test()
         self.method = build_method(cfg, self.data)
         self._check_accumulation()
-        self.train_set, self.heldout, self.heldout_info = self._carve_heldout()
         with torch.random.fork_rng(devices=[]):  # building them must not shift the run's RNG
             self.auxiliary = load_auxiliary(self.method, cfg, self.data, fabric.device)
         if cfg.fabric.sync_batchnorm and fabric.world_size > 1:
@@ -135,6 +136,10 @@ class Trainer:
         self.state = TrainState()
         if resume is not None:
             self.restore()
+        with torch.random.fork_rng(devices=[]):  # its loaders must not shift the run's RNG
+            self.feature_cache = cache_features(self.method, cfg, self.data, fabric)
+        hide_train_modalities(self.data, cfg)  # on the rows: cached features are per sample
+        self.train_set, self.heldout, self.heldout_info = self._carve_heldout()
         self._build_loaders()
         self.step = self._train_step()
         self.step.global_step = self.state.global_step
@@ -142,6 +147,14 @@ class Trainer:
         self.reporter = make_reporter(
             cfg.logging.progress, fabric.is_global_zero, f"{label}: " if label else ""
         )
+        for m, info in self.feature_cache.items():
+            if info["cached"]:
+                files = info["files"].values()
+                done = "computed" if any(f["computed"] for f in files) else "read"
+                where = Path(next(iter(files))["path"]).parent
+                self.reporter.message(f"feature cache: {m} features {done} ({where})")
+            else:
+                self.reporter.message(f"feature cache: {m} not cached: {info['reason']}")
 
     # ---- set-up ---------------------------------------------------------------------------
     def _check_accumulation(self) -> None:
@@ -495,6 +508,7 @@ class Trainer:
                 **{k: data.info[k] for k in ("skipped_rows", "prepared") if k in data.info},
                 **({"auxiliary": self.auxiliary} if self.auxiliary else {}),
                 **({"weights": self.weights} if self.weights else {}),
+                **({"feature_cache": self.feature_cache} if self.feature_cache else {}),
                 **environment_info(),
             }
             run.write_summary(summary)

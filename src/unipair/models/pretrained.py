@@ -49,6 +49,7 @@ __all__ = [
     "adapt_input_conv",
     "file_digest",
     "freezable",
+    "frozen_state",
     "hold_frozen",
     "load_weights",
     "read_state_dict",
@@ -285,6 +286,11 @@ class FreezeSpec:
             return "all" if epoch < self.until else None
         return None if self.mode == "none" else self.mode
 
+    def trains_in(self, epochs: int) -> int | None:
+        """The first of epochs 0..epochs-1 in which some of the backbone trains (None: it is
+        frozen throughout, so its outputs can be computed once)."""
+        return next((e for e in range(epochs) if self.part(e) != "all"), None)
+
     def apply(self, encoder: nn.Module, epoch: int) -> tuple[str, ...]:
         """Freeze the part for ``epoch`` and unfreeze the rest; return the frozen names.
 
@@ -313,6 +319,13 @@ def freezable(module: nn.Module) -> dict[str, nn.Module]:
     ``freeze``: what the trainer freezes and unfreezes at the start of every epoch."""
     modules = module.named_modules()
     return {n: m for n, m in modules if isinstance(getattr(m, "freeze", None), FreezeSpec)}
+
+
+def frozen_state(encoder: nn.Module) -> dict[str, Tensor]:
+    """The entries of ``encoder``'s state that ``freeze: all`` freezes (weights and BatchNorm
+    statistics): all that its ``frozen_features`` depend on."""
+    names = encoder.freeze_scopes()["all"]  # type: ignore[operator]
+    return {k: v for k, v in encoder.state_dict().items() if _under(k, names)}
 
 
 def hold_frozen(encoder: nn.Module) -> None:
@@ -356,6 +369,10 @@ class BackboneEncoder(Encoder):
         self.out_dim = width
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x if self.reads_features else self.frozen_features(x))
+
+    def frozen_features(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """The backbone's features (a clip's averaged over its frames), before projection."""
         frames = x.dim() == 5
         if frames:  # [B, C, T, H, W] -> [B*T, C, H, W]
             b, c, t, h, w = x.shape
@@ -365,7 +382,7 @@ class BackboneEncoder(Encoder):
         z = self.backbone(x)
         if frames:
             z = z.reshape(b, t, -1).mean(1)
-        return self.proj(z)
+        return z
 
     def freeze_scopes(self) -> dict[str, tuple[str, ...]]:
         return {"all": ("backbone",), "stem": self.stem}
