@@ -590,6 +590,17 @@ def test_hf_encoder_passes_the_conformance_kit(bert_dir: Path) -> None:
         check(name)
 
 
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_hf_frozen_features_are_what_forward_projects(bert_dir: Path, tokenizer, pool: str) -> None:
+    enc = create_encoder(f"hf:{bert_dir}", (12,), 8, pool=pool).eval()
+    ids, valid = _ids(tokenizer, ["a red cat", "the blue dog sat down"], 12)
+    with torch.no_grad():
+        z = enc.frozen_features(ids, valid)
+        assert torch.equal(enc(ids, valid), enc.proj(z))
+        enc.reads_features = True  # the feature cache's mode: the input is z, no mask needed
+        assert torch.equal(enc(z), enc.proj(z))
+
+
 def test_hf_weights_info_hashes_config_and_weights(bert_dir: Path) -> None:
     info = create_encoder(f"hf:{bert_dir}", (8,), 16).weights_info
     assert set(info["files"]) == {"config.json", "model.safetensors"}  # not the tokenizer
@@ -738,6 +749,37 @@ def test_text_and_image_train_end_to_end(
     assert not torch.equal(trained[f"model.encoders.text.model.{key}"], start[key])
     image = trained["model.encoders.image.backbone.stem.0.weight"]
     assert not torch.equal(image, sd["conv1.weight"])  # trained from the loaded weights
+
+
+def test_a_frozen_text_model_trains_the_same_on_cached_features(
+    bert_dir: Path, tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Padded token ids with masks in, one pooled vector per row cached: same epochs."""
+    import unipair
+    from unipair.data.registry import DATASETS, DatasetEntry
+
+    entry = DatasetEntry(lambda: _text_image_data(tokenizer), "tiny text + image")
+    monkeypatch.setitem(DATASETS._entries, "text-image-test", entry)
+    text = {"name": f"hf:{bert_dir}", "options": {"pool": "mean", "freeze": "all"}}
+    image = {"name": "cnn", "options": {"channels": [8], "dropout": 0.0}}
+    runs = {}
+    for cache in ("off", "auto"):
+        runs[cache] = unipair.train(
+            {
+                "dataset": "text-image-test",
+                "method": "mla",
+                "model": {"width": 16, "encoders": {"image": image, "text": text}},
+                "train": {"epochs": 2, "batch_size": 16, "feature_cache": cache},
+                "logging": {"progress": "none"},
+                "fabric": {"accelerator": "cpu"},
+                "out": str(tmp_path / "runs"),
+                "name": cache,
+            }
+        )
+    assert runs["auto"].summary["feature_cache"]["text"]["cached"]
+    for a, b in zip(runs["off"].history, runs["auto"].history, strict=True):
+        for key in [k for k in a if k.startswith(("train/", "val/"))]:
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
 
 
 # ------------------------------------------------------------------------------- real weights

@@ -8,7 +8,7 @@ in-memory data is then sliced once per batch instead of stacked sample by sample
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from unipair.data.batch import MultimodalBatch, Sample
 from unipair.errors import DataFormatError, RunDirError, UnknownNameError
 
 __all__ = [
+    "FeatureInputs",
     "HiddenRows",
     "LazyMultimodalDataset",
     "ModalitySpec",
@@ -125,6 +126,48 @@ class MultimodalDataset(Dataset[Sample]):
         """A view where ``missing[m]`` (bool [N]) rows of modality m are absent."""
         return HiddenRows(self, missing)
 
+    # ---- what a feature cache needs to know (``train.feature_cache``) ---------------------
+    def augmentation(self) -> dict[str, str]:
+        """The modalities whose samples are random here (modality -> what draws them): they
+        must never be replaced by features computed once. A dataset that does not say is taken
+        to augment every modality."""
+        return {
+            m: f"{type(self).__name__} does not declare its random inputs" for m in self.present
+        }
+
+    def input_fingerprint(self, modality: str) -> str | None:
+        """A hash of ``modality``'s inputs as this dataset gives them (row order included), or
+        None where the dataset cannot tell; features cached from them are keyed by it."""
+        return None
+
+    def without(self, modalities: Iterable[str]) -> MultimodalDataset:
+        """The same rows without ``modalities``; datasets that decode them skip them."""
+        return _Without(self, modalities)
+
+
+class _Without(MultimodalDataset):
+    """Another dataset's batches without some modalities (fetched, then dropped)."""
+
+    def __init__(self, base: MultimodalDataset, drop: Iterable[str]) -> None:
+        gone = set(drop)
+        self.base, self.labels = base, base.labels
+        self.present = {m: p for m, p in base.present.items() if m not in gone}
+
+    def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
+        return self.base.__getitems__(indices).only(self.present)  # the base's epoch kept
+
+    def fetch(self, indices: Tensor) -> MultimodalBatch:
+        return self.base.fetch(indices).only(self.present)
+
+    def eval_view(self) -> MultimodalDataset:
+        return _Without(self.base.eval_view(), set(self.base.present) - set(self.present))
+
+    def augmentation(self) -> dict[str, str]:
+        return {m: why for m, why in self.base.augmentation().items() if m in self.present}
+
+    def input_fingerprint(self, modality: str) -> str | None:
+        return self.base.input_fingerprint(modality)
+
 
 class HiddenRows(MultimodalDataset):
     """Another dataset with some (row, modality) pairs marked missing when fetched."""
@@ -146,6 +189,19 @@ class HiddenRows(MultimodalDataset):
     def eval_view(self) -> MultimodalDataset:
         return HiddenRows(self.base.eval_view(), self.missing)
 
+    def augmentation(self) -> dict[str, str]:
+        return self.base.augmentation()
+
+    def input_fingerprint(self, modality: str) -> str | None:
+        base = self.base.input_fingerprint(modality)
+        hidden = self.missing.get(modality)
+        return base if base is None or hidden is None else fingerprint(base, hidden)
+
+    def without(self, modalities: Iterable[str]) -> MultimodalDataset:
+        gone = set(modalities)
+        kept = {m: rows for m, rows in self.missing.items() if m not in gone}
+        return HiddenRows(self.base.without(gone), kept)
+
 
 class RowSubset(MultimodalDataset):
     """Some rows of another dataset, fetched through it."""
@@ -160,6 +216,16 @@ class RowSubset(MultimodalDataset):
 
     def eval_view(self) -> MultimodalDataset:
         return RowSubset(self.base.eval_view(), self.rows)
+
+    def augmentation(self) -> dict[str, str]:
+        return self.base.augmentation()
+
+    def input_fingerprint(self, modality: str) -> str | None:
+        base = self.base.input_fingerprint(modality)
+        return None if base is None else fingerprint(base, self.rows)
+
+    def without(self, modalities: Iterable[str]) -> MultimodalDataset:
+        return RowSubset(self.base.without(modalities), self.rows)
 
 
 class TensorMultimodalDataset(MultimodalDataset):
@@ -207,9 +273,31 @@ class TensorMultimodalDataset(MultimodalDataset):
         b = self.fetch(torch.arange(len(self))).with_missing(missing)
         return TensorMultimodalDataset(b.inputs, b.labels, b.present, b.index, b.valid)
 
+    def augmentation(self) -> dict[str, str]:
+        return {}  # arrays in memory: every epoch reads the same values
+
+    def input_fingerprint(self, modality: str) -> str | None:
+        valid = self.valid.get(modality)
+        parts = (self.inputs[modality], self.present[modality], self.index)
+        return fingerprint(*parts, *(() if valid is None else (valid,)))
+
+    def without(self, modalities: Iterable[str]) -> TensorMultimodalDataset:
+        gone = set(modalities)
+        keep = [m for m in self.inputs if m not in gone]
+        return TensorMultimodalDataset(
+            {m: self.inputs[m] for m in keep},
+            self.labels,
+            {m: self.present[m] for m in keep},
+            self.index,
+            {m: v for m, v in self.valid.items() if m in keep},
+        )
+
 
 class LazyMultimodalDataset(MultimodalDataset):
-    """Samples computed on demand by ``make(indices)``: for inputs too large to hold in memory."""
+    """Samples computed on demand by ``make(indices)``: for inputs too large to hold in memory.
+
+    ``make`` must be deterministic (the same indices give the same samples); ``source``, when
+    given, identifies everything ``make`` computes from (a feature cache is keyed by it)."""
 
     def __init__(
         self,
@@ -217,12 +305,20 @@ class LazyMultimodalDataset(MultimodalDataset):
         make: Callable[[Tensor], dict[str, Tensor]],
         modalities: Sequence[str],
         index: Tensor | None = None,
+        source: str | None = None,
     ) -> None:
         self.labels = labels.long()
         self._make = make
         n = int(labels.shape[0])
         self.present = {m: torch.ones(n, dtype=torch.bool) for m in modalities}
         self.index = torch.arange(n) if index is None else index.long()
+        self.source = source
+
+    def augmentation(self) -> dict[str, str]:
+        return {}
+
+    def input_fingerprint(self, modality: str) -> str | None:
+        return None if self.source is None else fingerprint(self.source, modality, self.index)
 
     def fetch(self, indices: Tensor) -> MultimodalBatch:
         gidx = self.index[indices]
@@ -232,6 +328,60 @@ class LazyMultimodalDataset(MultimodalDataset):
             labels=self.labels[indices],
             index=gidx,
         )
+
+
+class FeatureInputs(MultimodalDataset):
+    """``base`` with some modalities' inputs replaced by one precomputed feature row per sample
+    (a frozen encoder's output, ``train.feature_cache``): those modalities are never decoded
+    again, the others come from ``base`` as before (its augmentation included)."""
+
+    def __init__(
+        self,
+        base: MultimodalDataset,
+        features: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+        index: Tensor,
+    ) -> None:
+        self.base, self.features, self.index = base, dict(features), index
+        self.labels = base.labels
+        self.present = {
+            m: present[m].bool() if m in self.features else p for m, p in base.present.items()
+        }
+        rest = [m for m in base.present if m not in self.features]
+        self.rest = base.without(self.features) if rest else None
+
+    def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
+        rest = None if self.rest is None else self.rest.__getitems__(indices)  # epoch kept
+        return self._batch(torch.as_tensor(list(indices), dtype=torch.long), rest)
+
+    def fetch(self, indices: Tensor) -> MultimodalBatch:
+        return self._batch(indices, None if self.rest is None else self.rest.fetch(indices))
+
+    def _batch(self, rows: Tensor, rest: MultimodalBatch | None) -> MultimodalBatch:
+        inputs, present, valid = {}, {}, {}
+        for m in self.present:
+            if m in self.features:
+                inputs[m], present[m] = self.features[m][rows], self.present[m][rows]
+            elif rest is not None:
+                inputs[m], present[m] = rest.inputs[m], rest.present[m]
+                if m in rest.valid:
+                    valid[m] = rest.valid[m]
+        return MultimodalBatch(inputs, present, self.labels[rows], self.index[rows], valid=valid)
+
+    def eval_view(self) -> FeatureInputs:
+        view = FeatureInputs.__new__(FeatureInputs)
+        view.__dict__.update(self.__dict__)
+        view.base = self.base.eval_view()
+        view.rest = None if self.rest is None else self.rest.eval_view()
+        return view
+
+    def augmentation(self) -> dict[str, str]:
+        return {m: why for m, why in self.base.augmentation().items() if m not in self.features}
+
+    def input_fingerprint(self, modality: str) -> str | None:
+        if modality in self.features:
+            return fingerprint(self.features[modality], self.present[modality], self.index)
+        return self.base.input_fingerprint(modality)
 
 
 class WithheldSplit(MultimodalDataset):

@@ -17,7 +17,7 @@ import csv
 import hashlib
 import json
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -384,6 +384,40 @@ class ManifestDataset(MultimodalDataset):
 
     def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
         return self.fetch(torch.as_tensor(list(indices)), epoch=getattr(indices, "epoch", -1))
+
+    def augmentation(self) -> dict[str, str]:
+        if not self.augment:
+            return {}
+        return {
+            m: f"the {r.kind} reader's {r.augments} (dataset option augment: true)"
+            for m, r in self.readers.items()
+            if r.augments
+        }
+
+    def input_fingerprint(self, modality: str) -> str | None:
+        """The reader's parameters, and each row's cell with its file's size and modification
+        time (as a prepared cache checks its sources)."""
+        reader, cells = self.readers[modality], self.table.columns[modality]
+        root = self.table.path.parent
+        h = hashlib.sha256(f"{reader.fingerprint()}|{self.on_error}".encode())
+        for row in self.rows.tolist():
+            value = cells[row]
+            h.update(f"{row}|{value}".encode())
+            if value is not None and reader.reads_files:
+                try:
+                    st = (root / media_file(value)).stat()
+                    h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+                except OSError:
+                    h.update(b"|missing")
+        return h.hexdigest()[:20]
+
+    def without(self, modalities: Iterable[str]) -> ManifestDataset:
+        gone = set(modalities)
+        view = ManifestDataset.__new__(ManifestDataset)
+        view.__dict__.update(self.__dict__)
+        view.readers = {m: r for m, r in self.readers.items() if m not in gone}
+        view.present = {m: p for m, p in self.present.items() if m not in gone}
+        return view
 
     def fetch(self, indices: Tensor, epoch: int = -1) -> MultimodalBatch:
         from unipair.data.media.arrays import pad_sequences

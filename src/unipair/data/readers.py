@@ -79,6 +79,8 @@ class Reader(ABC):
     variable_length: ClassVar[bool] = False
     #: the cell is a path (else: the value itself, e.g. a text)
     reads_files: ClassVar[bool] = True
+    #: what is random in a training sample when augmenting ("": nothing, the sample is fixed)
+    augments: ClassVar[str] = ""
     vocab: int | None = None
 
     @abstractmethod
@@ -186,6 +188,8 @@ class AudioReader(Reader):
 class _Frames(Reader):
     """Shared part of clips and images: the train and eval transforms."""
 
+    augments = "random crop and flip"
+
     def __init__(
         self,
         size: int = 224,
@@ -223,6 +227,7 @@ class VideoReader(_Frames):
     extracts at 1 fps)."""
 
     kind = "video"
+    augments = "random frames, crop and flip"
 
     def __init__(self, frames: int = 3, fps: float | None = None, **transforms: Any) -> None:
         super().__init__(**transforms)

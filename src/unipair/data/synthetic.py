@@ -131,8 +131,11 @@ def load_synthetic(
         }
 
     split = stratified_split(labels.numpy(), val_fraction, test_fraction, seed)
+    source = fingerprint("synthetic", repr(options), seed)  # all that make() depends on
     parts = {
-        s: LazyMultimodalDataset(labels[rows], make, names, index=torch.as_tensor(rows))
+        s: LazyMultimodalDataset(
+            labels[rows], make, names, index=torch.as_tensor(rows), source=source
+        )
         for s, rows in split.items()
     }
     spec = TaskSpec(tuple(ModalitySpec(m, s) for m, s in dims.items()), num_classes)

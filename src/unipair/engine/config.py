@@ -150,6 +150,14 @@ class TrainConfig(StrictModel):
     test: bool = Field(
         True, description="evaluate the test split once at the end (false: tuning runs)"
     )
+    feature_cache: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: an encoder frozen for the whole run whose input is not augmented "
+        "is run once per split and the rest trains on its cached features; off: never",
+    )
+    feature_cache_dir: str | None = Field(
+        None, description="folder of cached features (None: <out>/.feature_cache)"
+    )
 
 
 class FabricConfig(StrictModel):

@@ -35,10 +35,12 @@ from unipair.engine.checkpoint import (
     state_checksum,
 )
 from unipair.engine.config import RunConfig
+from unipair.engine.feature_cache import cache_features
 from unipair.engine.metrics import MultimodalMetrics
 from unipair.engine.optim import build_optimizer, build_scheduler, check_parameter_groups
 from unipair.engine.predict import (
     build_method,
+    hide_train_modalities,
     load_data,
     make_loader,
     on_device,
@@ -46,6 +48,7 @@ from unipair.engine.predict import (
     save_predictions,
 )
 from unipair.engine.progress import make_reporter
+from unipair.engine.provenance import check_same_weights, encoder_weights
 from unipair.engine.run_dir import RunDir, RunResult, default_run_name, environment_info
 from unipair.engine.samplers import GlobalBatchSampler, ShardBatchSampler
 from unipair.engine.state import TrainState
@@ -53,6 +56,7 @@ from unipair.errors import ConfigError, RunDirError, TrainingError, UnipairError
 from unipair.io import exclusive_lock, write_text
 from unipair.methods import EpochData, TrainStep
 from unipair.methods.base import row_counts
+from unipair.models.pretrained import freezable
 from unipair.models.sync_batchnorm import convert_sync_batchnorm
 
 __all__ = ["Trainer"]
@@ -109,16 +113,20 @@ class Trainer:
         self.fabric, self.cfg = fabric, cfg
         self.t_start = self._epoch_start = time.perf_counter()
         fabric.seed_everything(cfg.train.seed, verbose=False)
-        self.data = load_data(cfg)
+        self.data = load_data(cfg, missing=False)  # hidden after the feature cache
         if not cfg.train.test:
             self.data.withhold_test()
         self.method = build_method(cfg, self.data)
         self._check_accumulation()
-        self.train_set, self.heldout, self.heldout_info = self._carve_heldout()
         with torch.random.fork_rng(devices=[]):  # building them must not shift the run's RNG
             self.auxiliary = load_auxiliary(self.method, cfg, self.data, fabric.device)
         if cfg.fabric.sync_batchnorm and fabric.world_size > 1:
             convert_sync_batchnorm(self.method, fabric.device.type)
+        self.weights = encoder_weights(self.method)
+        self.freezable = freezable(self.method)
+        self._frozen: dict[str, tuple[str, ...]] = {}
+        # optimizer and DDP wrapper see every parameter trainable (nothing is frozen before the
+        # first epoch starts), so an encoder frozen now can train later (until_epoch:N)
         groups = self.method.parameter_groups()
         check_parameter_groups(self.method, groups)
         optimizer = build_optimizer(groups, cfg.optim)
@@ -128,6 +136,10 @@ class Trainer:
         self.state = TrainState()
         if resume is not None:
             self.restore()
+        with torch.random.fork_rng(devices=[]):  # its loaders must not shift the run's RNG
+            self.feature_cache = cache_features(self.method, cfg, self.data, fabric)
+        hide_train_modalities(self.data, cfg)  # on the rows: cached features are per sample
+        self.train_set, self.heldout, self.heldout_info = self._carve_heldout()
         self._build_loaders()
         self.step = self._train_step()
         self.step.global_step = self.state.global_step
@@ -135,6 +147,14 @@ class Trainer:
         self.reporter = make_reporter(
             cfg.logging.progress, fabric.is_global_zero, f"{label}: " if label else ""
         )
+        for m, info in self.feature_cache.items():
+            if info["cached"]:
+                files = info["files"].values()
+                done = "computed" if any(f["computed"] for f in files) else "read"
+                where = Path(next(iter(files))["path"]).parent
+                self.reporter.message(f"feature cache: {m} features {done} ({where})")
+            else:
+                self.reporter.message(f"feature cache: {m} not cached: {info['reason']}")
 
     # ---- set-up ---------------------------------------------------------------------------
     def _check_accumulation(self) -> None:
@@ -292,6 +312,7 @@ class Trainer:
         t0 = self._epoch_start = time.perf_counter()
         self.sampler.set_epoch(epoch)
         method.train()
+        self.freeze(epoch)
         step.epoch = epoch
         method.on_train_epoch_start(step, self.epoch_data)
         self.reporter.start_epoch(epoch, self.cfg.train.epochs, len(self.sampler))
@@ -322,6 +343,17 @@ class Trainer:
         self.state.train_time += seconds
         row["time/train_s"] = round(seconds, 4)
         return row
+
+    def freeze(self, epoch: int) -> None:
+        """Apply every encoder's ``freeze`` for ``epoch`` (also the first epoch of a resumed
+        run): frozen parameters get no gradient, so neither the optimizer nor weight decay moves
+        them, and frozen modules stay in eval mode (BatchNorm keeps its statistics)."""
+        for name, encoder in self.freezable.items():
+            frozen = encoder.freeze.apply(encoder, epoch)
+            if frozen != self._frozen.get(name, ()):
+                what = f"frozen: {', '.join(frozen)}" if frozen else "trains entirely"
+                self.reporter.message(f"epoch {epoch}: {name} {what} (freeze: {encoder.freeze})")
+            self._frozen[name] = frozen
 
     def optimizer_step(self, batch: MultimodalBatch) -> dict[str, Tensor]:
         """One optimizer step on this process's share of a global batch, split into
@@ -390,6 +422,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "state": self.state.to_dict(),
             "data_fingerprint": self.data.fingerprint,
+            "weights": self.weights,
             "val": val,
             "rng": get_rng_state(),
         }
@@ -414,6 +447,8 @@ class Trainer:
                 f"cannot resume {run.path}: it was trained on other data (fingerprint "
                 f"{rest.get('data_fingerprint')}, now {self.data.fingerprint})"
             )
+        if "weights" in rest:  # older checkpoints did not record them
+            check_same_weights(rest["weights"], self.weights, f"cannot resume {run.path}")
         self.scheduler.load_state_dict(rest["scheduler"])
         self.state = TrainState.from_dict(rest["state"])
         set_rng_state(rest["rng"])
@@ -472,6 +507,8 @@ class Trainer:
                 **({"heldout": self.heldout_info} if self.heldout_info else {}),
                 **{k: data.info[k] for k in ("skipped_rows", "prepared") if k in data.info},
                 **({"auxiliary": self.auxiliary} if self.auxiliary else {}),
+                **({"weights": self.weights} if self.weights else {}),
+                **({"feature_cache": self.feature_cache} if self.feature_cache else {}),
                 **environment_info(),
             }
             run.write_summary(summary)

@@ -27,6 +27,7 @@ from unipair.methods import create as create_method
 
 __all__ = [
     "build_method",
+    "hide_train_modalities",
     "load_data",
     "make_loader",
     "on_device",
@@ -35,15 +36,22 @@ __all__ = [
 ]
 
 
-def load_data(cfg: RunConfig) -> MultimodalData:
-    """The dataset with any configured training-time missing modalities applied."""
+def load_data(cfg: RunConfig, missing: bool = True) -> MultimodalData:
+    """The dataset with any configured training-time missing modalities applied (``missing``;
+    the trainer applies them later itself, see :func:`hide_train_modalities`)."""
     data = datasets.create(cfg.dataset.name, **cfg.dataset.options)
+    if missing:
+        hide_train_modalities(data, cfg)
+    return data
+
+
+def hide_train_modalities(data: MultimodalData, cfg: RunConfig) -> None:
+    """``dataset.train_missing_rate``: hide modalities in training rows (seeded, in place)."""
     rate = cfg.dataset.train_missing_rate
     if rate and (not isinstance(rate, Mapping) or any(rate.values())):
         masks = missing_masks(len(data.train), data.spec.names, rate, seed=cfg.train.seed + 7919)
         data.train = data.train.with_missing(masks)
         data.info["train_missing_rate"] = rate
-    return data
 
 
 def build_method(cfg: RunConfig, data: MultimodalData) -> Method:

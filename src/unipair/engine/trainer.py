@@ -22,6 +22,8 @@ __all__ = ["make_fabric", "train"]
 
 # methods may leave parts unused in a step (MLA's visits, missing data): DDP must allow it
 _DDP_START = {"ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
+#: strategies ``make_fabric`` sets up as DDP that finds unused parameters
+_UNUSED_TOLERANT = {"auto", "ddp", "ddp_find_unused_parameters_true", *_DDP_START}
 
 
 def make_fabric(cfg: RunConfig) -> Fabric:
@@ -103,8 +105,25 @@ def train(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    _check_freezing_strategy(cfg)
     fabric = make_fabric(cfg)
     return fabric.launch(_fit, cfg, None if resume is None else str(resume))
+
+
+def _check_freezing_strategy(cfg: RunConfig) -> None:
+    """Frozen encoder parts get no gradient; across processes only DDP that looks for unused
+    parameters allows that, which is how unipair sets up every DDP strategy it names."""
+    encoders = cfg.model.encoders.items()
+    frozen = [m for m, enc in encoders if str(enc.options.get("freeze", "none")) != "none"]
+    if not frozen or _process_count(cfg) < 2 or cfg.fabric.strategy in _UNUSED_TOLERANT:
+        return
+    raise ConfigError(
+        f"model.encoders.{frozen[0]}.options.freeze with fabric.strategy="
+        f"{cfg.fabric.strategy!r} on {_process_count(cfg)} processes: frozen parameters get no "
+        "gradient, which distributed training here allows only under DDP with "
+        f"find_unused_parameters; use fabric.strategy {', '.join(sorted(_UNUSED_TOLERANT))}, or "
+        "freeze: none"
+    )
 
 
 def _resumed_config(run_dir: Path, requested: RunConfig) -> RunConfig:

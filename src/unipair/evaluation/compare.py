@@ -1,11 +1,12 @@
 """``unipair compare``: every (method, seed) on identical data, splits, encoders and budget.
 
 Each run is an ordinary run directory under ``OUT/runs/<method>/seed<k>``; a finished run is
-reused only when its whole resolved config (precision and devices included) and its data
-fingerprint match, an interrupted one resumed. Unimodal references (one per modality and seed)
-give the "laziness gap": a modality's accuracy inside a method minus its accuracy trained
-alone. Auxiliary runs a method declares (UMT's teachers) are planned too, shared with identical
-runs (a unimodal teacher is the unimodal reference), and trained before the runs that need them.
+reused only when its whole resolved config (precision and devices included), its data
+fingerprint and the hashes of its encoders' weights files match, an interrupted one resumed.
+Unimodal references (one per modality and seed) give the "laziness gap": a modality's accuracy
+inside a method minus its accuracy trained alone. Auxiliary runs a method declares (UMT's
+teachers) are planned too, shared with identical runs (a unimodal teacher is the unimodal
+reference), and trained before the runs that need them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from unipair.data.dataset import TaskSpec, fingerprint
 from unipair.engine.config import MethodConfig, RunConfig
+from unipair.engine.provenance import changed_weights
 from unipair.engine.run_dir import RunDir
 from unipair.errors import RunDirError
 from unipair.evaluation.analysis import DEFAULT_RATES, analyze_run
@@ -189,6 +191,11 @@ def _execute_run(spec: RunSpec, rates: Sequence[float]) -> dict[str, Any]:
             f"{run.path} was trained on other data (fingerprint "
             f"{summary.get('dataset_fingerprint')}, now {spec.data_fingerprint}); use another "
             "--out directory"
+        )
+    if reused and (why := changed_weights(summary.get("weights", {}))):
+        raise RunDirError(
+            f"{run.path} was trained on other weights ({why}); it is not reused: use another "
+            "--out directory, or put the original file back"
         )
     analysis = analyze_run(run.path, rates)
     probes = probe_run(run.path)

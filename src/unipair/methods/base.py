@@ -314,8 +314,10 @@ class Method(nn.Module, ABC):
 
     # ---- training -------------------------------------------------------------------------
     def parameter_groups(self) -> list[ParamGroup]:
-        """Optimizer groups; every trainable parameter must be in exactly one."""
-        return [ParamGroup("all", [p for p in self.parameters() if p.requires_grad])]
+        """Optimizer groups; every parameter must be in exactly one. Frozen parameters are
+        included: an encoder's ``freeze`` changes per epoch (``until_epoch:N``), and a
+        parameter without a gradient is skipped by the optimizer, weight decay included."""
+        return [ParamGroup("all", list(self.parameters()))]
 
     @abstractmethod
     def training_step(self, batch: MultimodalBatch, step: TrainStep) -> dict[str, Tensor]:
@@ -382,6 +384,21 @@ class Method(nn.Module, ABC):
         return ""
 
     # ---- helpers --------------------------------------------------------------------------
+    def modality_encoders(self) -> dict[str, nn.Module]:
+        """The encoder that reads each modality's raw input: the entries of every submodule
+        ``encoders`` (an ``nn.ModuleDict`` keyed by modality, the convention of every built-in
+        method). The engine records their weights and may feed them cached features
+        (``train.feature_cache``); a modality read by two different encoders is left out.
+        Override it if your method keeps its encoders otherwise."""
+        found: dict[str, list[nn.Module]] = {}
+        for name, module in self.named_modules():
+            if name.rsplit(".", 1)[-1] != "encoders" or not isinstance(module, nn.ModuleDict):
+                continue
+            for m, encoder in module.items():
+                if m in self.modalities and all(e is not encoder for e in found.get(m, [])):
+                    found.setdefault(m, []).append(encoder)
+        return {m: encs[0] for m, encs in found.items() if len(encs) == 1}
+
     @property
     def modalities(self) -> list[str]:
         """The modalities this method reads and reports on."""

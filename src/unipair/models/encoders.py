@@ -50,6 +50,12 @@ class Encoder(nn.Module):
     sequence_output: bool = False
     reads_steps: ClassVar[bool] = False
     example_input_shape: ClassVar[tuple[int, ...]]
+    #: Encoders on a pretrained backbone also define ``frozen_features(x, valid=None)``: the
+    #: output of what ``freeze: all`` freezes (plus parameter-free pooling), which the rest of
+    #: ``forward`` (the projection) reads. With ``reads_features`` set, ``forward`` takes those
+    #: features as its input: how the engine trains on cached features of a frozen backbone
+    #: (``train.feature_cache``) while the module, and so its checkpoint, stays whole.
+    reads_features: bool = False
 
 
 class _FamilyMember:
@@ -253,6 +259,10 @@ class ResNet18Encoder(Encoder):
         self.out_dim = width
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x if self.reads_features else self.frozen_features(x))
+
+    def frozen_features(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """The backbone's pooled features [B, 512] (a clip's averaged over its frames)."""
         frames = x.dim() == 5
         if frames:  # [B, C, T, H, W] -> [B*T, C, H, W]
             b, c, t, h, w = x.shape
@@ -262,7 +272,7 @@ class ResNet18Encoder(Encoder):
         z = self.backbone(x)
         if frames:
             z = z.view(b, t, -1).mean(1)
-        return self.proj(z)
+        return z
 
     def freeze_scopes(self) -> dict[str, tuple[str, ...]]:
         """What ``freeze`` names: ``all`` the backbone, ``stem`` its 7x7 convolution and

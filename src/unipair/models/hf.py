@@ -147,6 +147,10 @@ class HFTextEncoder(Encoder):
         self.out_dim = width
 
     def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.proj(x if self.reads_features else self.frozen_features(x, valid))
+
+    def frozen_features(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """The model's pooled hidden state [B, hidden] (``pool``), before projection."""
         mask = None if valid is None else valid.long()
         h = self.model(input_ids=x.long(), attention_mask=mask).last_hidden_state
         if self.pool == "cls":
@@ -156,7 +160,7 @@ class HFTextEncoder(Encoder):
         else:
             keep = valid.unsqueeze(-1).to(h.dtype)
             z = (h * keep).sum(1) / keep.sum(1).clamp_min(1.0)
-        return self.proj(z)
+        return z
 
     def freeze_scopes(self) -> dict[str, tuple[str, ...]]:
         embeddings = getattr(self.model, "embeddings", None)

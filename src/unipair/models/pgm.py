@@ -806,9 +806,9 @@ class PgMAdapter(nn.Module):
         groups: list[ParamGroup] = []
 
         def add(name: str, modules: Sequence[nn.Module | None]) -> None:
-            params = [
-                p for mod in modules if mod is not None for p in mod.parameters() if p.requires_grad
-            ]
+            # frozen parameters too: a frozen encoder part has no gradient, and the optimizer
+            # skips it until it trains (``freeze: until_epoch:N``)
+            params = [p for mod in modules if mod is not None for p in mod.parameters()]
             if params:
                 mult = 1.0 if self.config.uniform_lr else mults[name]
                 groups.append(ParamGroup(name, params, mult))
@@ -833,7 +833,7 @@ class PgMAdapter(nn.Module):
         add("shared/task", [self.fusion, self.head])
         add("shared/paired", [self.paired_head, pl.shared_bank if pl is not None else None])
         seen = {id(p) for g in groups for p in g.params}
-        rest = [n for n, p in self.named_parameters() if p.requires_grad and id(p) not in seen]
+        rest = [n for n, p in self.named_parameters() if id(p) not in seen]
         if rest:  # a user's encoder sharing modules across modalities, say
             raise ValueError(f"PgMAdapter: parameters in no group: {rest[:5]}")
         return groups

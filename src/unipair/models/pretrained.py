@@ -48,10 +48,13 @@ __all__ = [
     "TorchvisionEncoder",
     "adapt_input_conv",
     "file_digest",
+    "freezable",
+    "frozen_state",
     "hold_frozen",
     "load_weights",
     "read_state_dict",
     "rename_resnet18",
+    "weights_digest",
 ]
 
 _VISION = "pip install 'unipair[vision]'"
@@ -67,6 +70,20 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
             h.update(block)
             size += len(block)
     return h.hexdigest(), size
+
+
+def weights_digest(path: str | Path) -> tuple[str, int]:
+    """SHA-256 and size of what an encoder's ``weights_info`` hashed at ``path``: a weights file,
+    or a Hugging Face model directory as ``hf:<dir>`` hashes it (config and weights files)."""
+    path = Path(path)
+    if path.is_dir():
+        from unipair.models.hf import hf_weights_info
+
+        info = hf_weights_info(path)
+        return info["sha256"], info["size"]
+    if not path.is_file():
+        raise DataNotFoundError(f"weights file {path} does not exist")
+    return file_digest(path)
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -269,6 +286,11 @@ class FreezeSpec:
             return "all" if epoch < self.until else None
         return None if self.mode == "none" else self.mode
 
+    def trains_in(self, epochs: int) -> int | None:
+        """The first of epochs 0..epochs-1 in which some of the backbone trains (None: it is
+        frozen throughout, so its outputs can be computed once)."""
+        return next((e for e in range(epochs) if self.part(e) != "all"), None)
+
     def apply(self, encoder: nn.Module, epoch: int) -> tuple[str, ...]:
         """Freeze the part for ``epoch`` and unfreeze the rest; return the frozen names.
 
@@ -290,6 +312,20 @@ class FreezeSpec:
         encoder.train(encoder.training)  # back to train mode what is no longer frozen
         hold_frozen(encoder)
         return names
+
+
+def freezable(module: nn.Module) -> dict[str, nn.Module]:
+    """The submodules of ``module`` (by dotted name) that carry a :class:`FreezeSpec` in
+    ``freeze``: what the trainer freezes and unfreezes at the start of every epoch."""
+    modules = module.named_modules()
+    return {n: m for n, m in modules if isinstance(getattr(m, "freeze", None), FreezeSpec)}
+
+
+def frozen_state(encoder: nn.Module) -> dict[str, Tensor]:
+    """The entries of ``encoder``'s state that ``freeze: all`` freezes (weights and BatchNorm
+    statistics): all that its ``frozen_features`` depend on."""
+    names = encoder.freeze_scopes()["all"]  # type: ignore[operator]
+    return {k: v for k, v in encoder.state_dict().items() if _under(k, names)}
 
 
 def hold_frozen(encoder: nn.Module) -> None:
@@ -333,6 +369,10 @@ class BackboneEncoder(Encoder):
         self.out_dim = width
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x if self.reads_features else self.frozen_features(x))
+
+    def frozen_features(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """The backbone's features (a clip's averaged over its frames), before projection."""
         frames = x.dim() == 5
         if frames:  # [B, C, T, H, W] -> [B*T, C, H, W]
             b, c, t, h, w = x.shape
@@ -342,7 +382,7 @@ class BackboneEncoder(Encoder):
         z = self.backbone(x)
         if frames:
             z = z.reshape(b, t, -1).mean(1)
-        return self.proj(z)
+        return z
 
     def freeze_scopes(self) -> dict[str, tuple[str, ...]]:
         return {"all": ("backbone",), "stem": self.stem}
