@@ -236,6 +236,7 @@ def test_diagnose_reuses_finished_runs(diagnosed) -> None:
         (["diagnose", "handwriting"], "unknown dataset 'handwriting'"),
         (["diagnose", "handwritten", "--seeds", "a,b"], "--seeds: expected comma-separated"),
         (["diagnose", "handwritten", "--seeds", "1,1"], "--seeds: seeds repeat"),
+        (["diagnose", "handwritten", "--seeds", "0,-1"], "--seeds: expected integers in [0"),
         (["diagnose", "handwritten", "--seeds", ","], "--seeds: expected at least one seed"),
         (["diagnose", "handwritten", "--epochs", "0"], "--epochs"),
         (["diagnose", "handwritten", "--set", "method.name=mla"], "diagnose trains joint"),

@@ -32,13 +32,15 @@ from unipair.evaluation.diagnose import (
 )
 from unipair.evaluation.diagnose_report import overall_lines, terminal_table, write_diagnosis
 
-__all__ = ["DiagnoseResult", "load_diagnose_config", "run_diagnose_command"]
+__all__ = ["DiagnoseResult", "check_seeds", "load_diagnose_config", "run_diagnose_command"]
 
 SOURCE = "diagnose options"
 
 
 @dataclass
 class DiagnoseResult:
+    """The runs, any failures (then no diagnosis), the table, the recommendation, the files."""
+
     out: Path
     runs: list[dict[str, Any]]
     failures: list[tuple[str, int, str]] = field(default_factory=list)
