@@ -63,6 +63,7 @@ def _loaded(script: str, *args: str, tmp_path: Path) -> set[str]:
         ["train", "--help"],
         ["eval", "--help"],
         ["compare", "--help"],
+        ["diagnose", "--help"],
         ["viz", "--help"],
         ["methods", "--help"],
         ["datasets", "--help"],

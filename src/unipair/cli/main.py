@@ -244,6 +244,54 @@ def compare(
 
 @app.command()
 @friendly
+def diagnose(
+    dataset: Annotated[str, typer.Argument(help="dataset name, .npz, manifest or prepared folder")],
+    epochs: Annotated[
+        int | None, typer.Option(help="training epochs of every run [10]", min=1)
+    ] = None,
+    seeds: Annotated[str | None, typer.Option(help="comma-separated seeds [0]")] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="shared run config YAML, or preset:NAME")
+    ] = None,
+    preset: PresetOpt = None,
+    root: RootOpt = None,
+    set_: SetOpt = None,
+    jobs: Annotated[int, typer.Option(help="runs trained in parallel processes", min=1)] = 1,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads per run [CPU cores // jobs]", min=1)
+    ] = None,
+    out: Annotated[str, typer.Option(help="output folder (runs, diagnosis)")] = "diagnose",
+) -> None:
+    """Is joint training lazy here? Train joint and one unimodal run per modality on a short
+    budget, compare them on validation (probe gap, own-head gap, leave-one-out, Shapley, fused vs
+    best unimodal) and recommend methods to try by explicit rules (docs/diagnose.md).
+
+    The test split is never read. Finished runs in OUT are reused, so rerunning is cheap.
+    """
+    import shlex
+    import sys
+
+    from unipair.evaluation.diagnose_cli import run_diagnose_command
+
+    result = run_diagnose_command(
+        dataset=dataset,
+        seeds=_csv_list(seeds, int, "--seeds"),
+        config=_config_source(config, preset),
+        overrides=set_ or [],
+        epochs=epochs,
+        jobs=jobs,
+        threads=threads,
+        out=out,
+        root=root,
+        command="unipair " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        console=console,
+    )
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
 def viz(
     run_dirs: Annotated[list[Path], typer.Argument(help="finished run directories")],
     out: Annotated[Path | None, typer.Option(help="folder for the PNGs [RUN_DIR/viz]")] = None,

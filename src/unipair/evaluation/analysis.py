@@ -17,7 +17,7 @@ from unipair.evaluation.contributions import leave_one_out, shapley_values
 from unipair.evaluation.evaluate import LoadedRun
 from unipair.io import write_json
 
-__all__ = ["DEFAULT_RATES", "analyze_run", "missing_rate_curves"]
+__all__ = ["DEFAULT_RATES", "analyze_run", "missing_rate_curves", "subset_value"]
 
 DEFAULT_RATES = tuple(round(0.1 * i, 1) for i in range(10))
 MAX_EXACT_SHAPLEY = 5
@@ -39,16 +39,18 @@ def missing_rate_curves(
     return curves
 
 
-def _subset_value(run: LoadedRun) -> Any:
+def subset_value(run: LoadedRun, split: str = "test") -> Any:
+    """The value of a set of modalities for contributions: fused accuracy on ``split`` with
+    only that set present (the empty set: the majority-class rate)."""
     names = run.data.spec.names
-    labels = run.data.test.labels.numpy()
+    labels = run.data.split(split).labels.numpy()
     prior = float(np.bincount(labels).max() / len(labels))
 
     def value(subset: frozenset[str]) -> float:
         if not subset:
             return prior
         hidden = {m: 1.0 for m in names if m not in subset}
-        return run.evaluate("test", hidden)["acc"] if hidden else run.evaluate("test")["acc"]
+        return run.evaluate(split, hidden)["acc"] if hidden else run.evaluate(split)["acc"]
 
     return value
 
@@ -65,7 +67,7 @@ def analyze_run(run_dir: str | Path, rates: Sequence[float] = DEFAULT_RATES) -> 
     names = run.data.spec.names
     if run.method.modalities != names:  # unimodal runs: only robustness to their own input
         return _store(path, {"key": key, "curves": {}, "leave_one_out": {}, "shapley": None})
-    value = _subset_value(run)
+    value = subset_value(run)
     result = {
         "key": key,
         "curves": missing_rate_curves(run, rates),

@@ -39,7 +39,12 @@ from unipair.evaluation.modality_gap import gap_run
 from unipair.evaluation.probes import probe_run
 from unipair.io import exclusive_lock
 
-__all__ = ["CompareResult", "RunSpec", "aggregate", "plan_runs", "run_compare"]
+__all__ = ["CompareResult", "Measure", "RunSpec", "aggregate", "plan_runs", "run_compare"]
+
+#: what another command measures on each finished run in place of compare's analysis and
+#: probes (``unipair diagnose``): run directory -> results; a module-level function, since it
+#: is sent to the worker processes
+Measure = Callable[[Path], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,9 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _execute(spec: RunSpec, threads: int, rates: Sequence[float]) -> dict[str, Any]:
+def _execute(
+    spec: RunSpec, threads: int, rates: Sequence[float], measure: Measure | None = None
+) -> dict[str, Any]:
     """Worker: train (or resume, or reuse) one run, then analyse it, with ``threads`` torch
     threads (restored afterwards: with one job this runs in the caller's process)."""
     import torch
@@ -157,12 +164,14 @@ def _execute(spec: RunSpec, threads: int, rates: Sequence[float]) -> dict[str, A
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _execute_run(spec, rates)
+        return _execute_run(spec, rates, measure)
     finally:
         torch.set_num_threads(previous)
 
 
-def _execute_run(spec: RunSpec, rates: Sequence[float]) -> dict[str, Any]:
+def _execute_run(
+    spec: RunSpec, rates: Sequence[float], measure: Measure | None = None
+) -> dict[str, Any]:
     from unipair.engine.config import load_config
     from unipair.engine.trainer import train
 
@@ -197,6 +206,18 @@ def _execute_run(spec: RunSpec, rates: Sequence[float]) -> dict[str, Any]:
             f"{run.path} was trained on other weights ({why}); it is not reused: use another "
             "--out directory, or put the original file back"
         )
+    if measure is not None:
+        measures = measure(run.path)
+        return {
+            "label": spec.label,
+            "seed": spec.seed,
+            "run_dir": str(run.path),
+            "reused": reused,
+            "seconds": time.perf_counter() - t0,
+            "summary": summary,
+            "measures": measures,
+        }
+
     analysis = analyze_run(run.path, rates)
     probes = probe_run(run.path)
     gap = gap_run(run.path)
@@ -264,12 +285,15 @@ def run_compare(
     rates: Sequence[float] = DEFAULT_RATES,
     on_done: Callable[[dict[str, Any] | None, RunSpec, str | None], None] | None = None,
     threads: int | None = None,
+    measure: Measure | None = None,
 ) -> CompareResult:
     """Run every spec (``jobs`` at a time, each in its own process) and aggregate.
 
-    Each run uses ``threads`` torch threads (default: CPU cores // jobs)."""
+    Each run uses ``threads`` torch threads (default: CPU cores // jobs). With ``measure``, each
+    result holds ``measure(run_dir)`` under "measures" instead of compare's analysis, and
+    nothing is aggregated (the caller does)."""
     with exclusive_lock(out, "compare"):  # a second compare on OUT stops with a clear error
-        return _run_locked(specs, Path(out), jobs, rates, on_done, threads)
+        return _run_locked(specs, Path(out), jobs, rates, on_done, threads, measure)
 
 
 def _run_locked(
@@ -279,6 +303,7 @@ def _run_locked(
     rates: Sequence[float],
     on_done: Callable[[dict[str, Any] | None, RunSpec, str | None], None] | None,
     threads: int | None,
+    measure: Measure | None = None,
 ) -> CompareResult:
     threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
     results: list[dict[str, Any]] = []
@@ -294,7 +319,7 @@ def _run_locked(
 
     def attempt(spec: RunSpec) -> None:
         try:
-            record(spec, _execute(spec, threads, rates), None)
+            record(spec, _execute(spec, threads, rates, measure), None)
         except Exception as e:  # keep going: one failed run must not lose the others
             record(spec, None, f"{type(e).__name__}: {e}")
             if os.environ.get("UNIPAIR_DEBUG"):
@@ -316,7 +341,7 @@ def _run_locked(
             initializer=_die_with_parent,
             initargs=(os.getpid(),),
         ) as pool:
-            futures = {pool.submit(_execute, s, threads, rates): s for s in phase}
+            futures = {pool.submit(_execute, s, threads, rates, measure): s for s in phase}
             for fut in as_completed(futures):
                 spec = futures[fut]
                 try:
@@ -325,7 +350,8 @@ def _run_locked(
                     record(spec, None, f"{type(e).__name__}: {e}")
     order = {(s.label, s.seed): i for i, s in enumerate(specs)}
     results.sort(key=lambda r: order[(r["label"], r["seed"])])
-    return CompareResult(out, results, aggregate(results), failures)
+    table = aggregate(results) if measure is None else {}
+    return CompareResult(out, results, table, failures)
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
