@@ -3,12 +3,13 @@
 Every variant trains under the shared protocol config ``configs/<dataset>.yaml`` (encoders,
 optimizer, epoch budget); only the method's hyperparameters differ. Decisions read the
 validation columns (the best epoch is chosen on validation, test is read once per run and
-reported beside). Finished runs are reused, so the script resumes.
+reported beside). Finished runs are reused and interrupted ones resumed, so the script
+can be stopped and started again.
 
     export UNIPAIR_FSDD_ROOT=/work/shared/data/fsdd/recordings \\
            UNIPAIR_MNIST_ROOT=/work/shared/data/mnist
     python scripts/ablations.py hgm            # MLA: alpha schedule x projection order
-    python scripts/ablations.py ogm            # OGM-GE: default vs the reference recipe
+    python scripts/ablations.py ogm            # OGM-GE: the reference recipe vs continuous
 
 Columns: fused accuracy, and the mean over modalities of the method's own per-modality
 accuracy (MLA: its shared head on one modality; OGM-GE/joint: the modality's slice of the
@@ -42,8 +43,11 @@ SETS: dict[str, dict[str, tuple[str, list[str]]]] = {
     },
     "ogm": {
         "joint": ("joint", []),
-        "ogm_ge (ours: alpha 0.5, 1 - tanh(alpha (rho - 1)))": ("ogm_ge", []),
-        "ogm_ge reference (alpha 0.8, 1 - tanh(alpha rho), epochs 0-50)": (
+        "ogm_ge continuous (alpha 0.5, 1 - tanh(alpha (rho - 1)))": (
+            "ogm_ge",
+            ["alpha=0.5", "coefficient=shifted"],
+        ),
+        "ogm_ge reference (alpha 0.8, 1 - tanh(alpha rho), epochs 0-50; the default)": (
             "ogm_ge",
             ["alpha=0.8", "coefficient=reference", "end_epoch=50"],
         ),
@@ -56,7 +60,7 @@ def _slug(text: str) -> str:
 
 
 def run(job: tuple[str, str, list[str], int, str]) -> dict:
-    """Train one (dataset, variant, seed) unless its finished run directory exists."""
+    """Train one (dataset, variant, seed); a finished run is reused, an interrupted one resumed."""
     dataset, method, hparams, seed, out = job
     import torch
 
@@ -77,7 +81,8 @@ def run(job: tuple[str, str, list[str], int, str]) -> dict:
         *(f"method.hparams.{kv}" for kv in hparams),
     ]
     cfg = load_config(ROOT / "configs" / f"{dataset}.yaml", overrides)
-    return unipair.train(cfg).summary
+    last = Path(out) / name / "last.ckpt"
+    return unipair.train(cfg, resume=last.parent if last.is_file() else None).summary
 
 
 def _stats(values: list[float]) -> str:

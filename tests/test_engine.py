@@ -197,5 +197,5 @@ def test_config_yaml_records_every_hyperparameter_default_typed() -> None:
     saved = yaml.safe_load(cfg.to_yaml())["method"]["hparams"]
     assert set(saved) == set(PgMHparams.model_fields)  # every default, not only the set key
     assert saved["lambda_rec"] == 0.1 and saved["lambda_uni"] == 1.0
-    assert saved["ogm"]["alpha"] == 0.5  # nested options too
+    assert saved["ogm"]["alpha"] == 0.8  # nested options too
     assert load_config(None, ["method.name=pgm", "method.hparams.lambda_rec=0.1"]) == cfg

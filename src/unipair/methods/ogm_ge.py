@@ -8,15 +8,15 @@ ahead are scaled down, and Gaussian noise with the gradient's own standard devia
 Generalisation to N modalities (the paper has two): the confidence score of modality m is
 s_m = sum_i softmax(z_m(i))[y_i] over the batch, with z_m its slice of the fused head. Its
 discrepancy ratio is rho_m = s_m / mean_{n != m} s_n, which for two modalities is exactly the
-paper's rho. Every modality with rho_m > 1 is scaled by k_m = 1 - tanh(alpha * (rho_m - 1));
-the others keep k_m = 1. Under DDP the scores are averaged across processes first, so every
+paper's rho. Every modality with rho_m > 1 is scaled by k_m = 1 - tanh(alpha * rho_m), the
+reference code's coefficient with its alpha 0.8 (``coefficient: shifted`` uses rho_m - 1, which
+is continuous at rho = 1; it was not better on validation, docs/methods/baselines.md); the
+others keep k_m = 1. Under DDP the scores are averaged across processes first, so every
 replica applies the same coefficients.
 
-Two documented departures from the public reference code: (1) it uses tanh(alpha * rho), which
-jumps from 1 to 1 - tanh(alpha) as rho crosses 1; we use rho - 1 by default so k is continuous
-(``coefficient: reference`` restores theirs); (2) it modulates only 4-D conv kernels because its
-encoders are ResNets; we modulate every weight matrix or kernel (``params: weights``) or every
-parameter (``params: all``) of the encoder, so MLP encoders are modulated too.
+One documented departure from the public reference code: it modulates only 4-D conv kernels
+because its encoders are ResNets; we modulate every weight matrix or kernel (``params:
+weights``) or every parameter (``params: all``) of the encoder, so MLP encoders are modulated too.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ __all__ = ["OGMGE", "OGMGEHparams", "OGMOptions"]
 class OGMOptions(StrictModel):
     """OGM-GE's modulation options, shared by ``ogm_ge`` and ``pgm`` with ``base: ogm_ge``."""
 
-    alpha: float = Field(0.5, ge=0.0, description="modulation strength")
-    coefficient: Literal["shifted", "reference"] = Field(
-        "shifted", description="1 - tanh(alpha*(rho-1)) (shifted) or 1 - tanh(alpha*rho)"
+    alpha: float = Field(0.8, ge=0.0, description="modulation strength (reference code: 0.8)")
+    coefficient: Literal["reference", "shifted"] = Field(
+        "reference", description="1 - tanh(alpha*rho) (reference code) or 1 - tanh(alpha*(rho-1))"
     )
     noise: bool = Field(True, description="GE: add N(0, std(grad)) to modulated gradients")
     noise_on: Literal["all", "modulated"] = Field(
