@@ -53,37 +53,42 @@ def save_figure(fig: Any, path: Path) -> Path:
 
 
 def modality_accuracy_bars(table: dict[str, Any], modalities: Sequence[str], path: Path) -> Path:
+    """Each modality's accuracy inside every method beside it trained alone: one panel for the
+    methods' own heads and, when probes were measured, one for the linear probes (the same
+    measurement for every method; the own heads are not)."""
     methods = _methods(table)
     groups = [*methods, "alone"] if any(k.startswith("unimodal:") for k in table) else methods
+    panels = [("modality_acc", "each method's own head")]
+    if any("probe_acc" in table[m] for m in methods):
+        panels.append(("probe_acc", "a linear probe on each frozen encoder, same for all"))
     x = np.arange(len(modalities))
     width = 0.8 / max(len(groups), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(modalities) + 2), 3.8))
-    for i, g in enumerate(groups):
-        if g == "alone":
-            stats = [
-                table.get(f"unimodal:{m}", {}).get("modality_acc", {}).get(m) for m in modalities
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(6, 1.3 * len(modalities) + 2), 3.6 * len(panels)),
+        squeeze=False, constrained_layout=True,
+    )  # fmt: skip
+    for ax, (key, what) in zip(axes[:, 0], panels, strict=True):
+        for i, g in enumerate(groups):
+            rows = [
+                table.get(f"unimodal:{m}", {}) if g == "alone" else table[g] for m in modalities
             ]
-        else:
-            stats = [table[g]["modality_acc"].get(m) for m in modalities]
-        mean = [s["mean"] if s else np.nan for s in stats]
-        std = [s["std"] if s else 0.0 for s in stats]
-        hatch = "//" if g == "alone" else None
-        ax.bar(
-            x + (i - (len(groups) - 1) / 2) * width,
-            mean,
-            width,
-            yerr=std,
-            capsize=2,
-            label="trained alone" if g == "alone" else g,
-            hatch=hatch,
-            alpha=0.9,
-        )
-    ax.set_xticks(x, modalities)
-    ax.set_ylabel("test accuracy (modality alone)")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Per-modality accuracy inside each method (mean ± std over seeds)")
-    ax.legend(fontsize=8, ncol=min(len(groups), 5), loc="lower right")
-    ax.grid(axis="y", alpha=0.3)
+            stats = [row.get(key, {}).get(m) for row, m in zip(rows, modalities, strict=True)]
+            ax.bar(
+                x + (i - (len(groups) - 1) / 2) * width,
+                [s["mean"] if s else np.nan for s in stats],
+                width,
+                yerr=[s["std"] if s else 0.0 for s in stats],
+                capsize=2,
+                label="trained alone" if g == "alone" else g,
+                hatch="//" if g == "alone" else None,
+                alpha=0.9,
+            )
+        ax.set_xticks(x, modalities)
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"Per-modality accuracy: {what} (mean ± std over seeds)", fontsize=10)
+        ax.legend(fontsize=8, ncol=min(len(groups), 5), loc="lower right")
+        ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 
 
@@ -192,8 +197,10 @@ def write_figures(
         Figure(
             "modality_accuracy",
             modality_accuracy_bars(table, modalities, out / "modality_accuracy.png"),
-            "Each modality's own accuracy inside every method, beside the same modality trained "
-            "alone (error bars: std over seeds).",
+            "Each modality's accuracy inside every method beside the same modality trained "
+            "alone: through each method's own head, and (when measured) through a linear probe "
+            "on its frozen encoder, the same measurement for every method (error bars: std "
+            "over seeds).",
         ),
         Figure(
             "validation_curves",
