@@ -19,7 +19,8 @@ every configuration runs at the same moment as the reference harness
 to CPU 1, each one thread, the same number of training steps. ``mla`` is paired with the
 reference's MLA (``mla_dynamic``), every other method with its joint training
 (``joint_concat``), so each of ours shares the machine with the same kind of neighbour. The
-reference's CPU seconds per step come from ``reference_launcher.py``. Without a reference the
+reference's CPU seconds per step come from ``reference_launcher.py``; it always runs with glibc
+malloc, as its users run it, whatever ``--allocator`` says. Without a reference the
 script prints absolute figures only and says that no ratio was measured.
 
 ``samples/s`` is wall clock over the timed steps (after ``--warmup``); ``user``/``sys`` are CPU
@@ -195,7 +196,9 @@ def _run_one(args: argparse.Namespace, method: str, precision: str) -> dict:
     )
     ref = None
     if side_by_side:
-        env = {**_env(args), "MLA_REPO": os.path.abspath(args.reference)}
+        # the reference runs as its users run it: glibc malloc, whatever --allocator says
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env["MLA_REPO"] = os.path.abspath(args.reference)
         env["MLA_OUT"] = os.path.join(env.get("TMPDIR", "/tmp"), "unipair_mla_reference")
         ref = subprocess.Popen(
             _reference_cmd(args, method),
