@@ -7,7 +7,8 @@ and measures on test (each run's epoch chosen on validation):
 * fused accuracy, and the paired head's accuracy (PgM),
 * the *functional* uni share: accuracy lost when every modality's uni part is zeroed, over
   the loss for the uni part plus that for the paired part (``reports.pgm.part_shares``),
-* the gate share of the soft partitioner (mean gate: the share it was *given* room for).
+* the gate share (mean gate: the share the partitioner *gave* the uni part; for ``split`` the
+  configured rho, for ``share_from: heldout`` the share measured on the held-out part).
 
 Writes ``<out>/family.json`` and ``docs/figures/pgm_interaction_family.png`` and prints a
 markdown table (mean ± sd over seeds). Finished runs are reused.
@@ -30,6 +31,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "joint": ("joint", []),
     "pgm": ("pgm", []),
     "pgm soft": ("pgm", ["partition=soft", "lambda_prior=0.0", "lr_mult={'*': {partitioner: 30}}"]),
+    "pgm measured share": ("pgm", ["share_from=heldout"]),
     "pgm 1 token": ("pgm", ["paired_tokens=1"]),
     "pgm no decoder": ("pgm", ["decoder=false"]),
 }
@@ -132,6 +134,8 @@ def figure(rows: list[dict], path: Path) -> None:
         ("pgm", "functional_share", "o-"),
         ("pgm soft", "functional_share", "s-"),
         ("pgm soft", "gate_share", "s--"),
+        ("pgm measured share", "functional_share", "^-"),
+        ("pgm measured share", "gate_share", "^--"),
     ):
         ws, means = [], []
         for w in WEIGHTS:

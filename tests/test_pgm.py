@@ -436,3 +436,77 @@ def test_pgm_report_writes_figures(tiny_run: Path, tmp_path: Path) -> None:
         assert f.path.parent == tmp_path and f.path.stem == f.name and f.caption, f
         assert f.path.is_file() and f.path.stat().st_size > 10_000, f
         assert f.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- share_from: heldout ------------------------------------------------------------------------
+@pytest.mark.parametrize("partition", ["split", "soft"])
+def test_a_measured_share_moves_the_partition_and_survives_a_state_dict(
+    data3, partition: str
+) -> None:
+    pgm = _pgm(data3, partition=partition, share_from="heldout")
+    part = pgm.pgm.partitioners["m0"]
+    h = torch.randn(4, 16)
+    before = float(part.gate(h).mean())
+    part.set_share(0.25)
+    after = float(part.gate(h).mean())
+    assert after < before - 0.15 and part.target == 0.25
+    if partition == "split":
+        assert after == 0.25  # exactly the first 4 of 16 dims
+    fresh = _pgm(data3, partition=partition, share_from="heldout")
+    fresh.load_state_dict(pgm.state_dict())  # a resumed run continues from the measured share
+    assert fresh.pgm.partitioners["m0"].target == 0.25
+    assert torch.equal(fresh.pgm.partitioners["m0"].gate(h), part.gate(h))
+    assert _pgm(data3).heldout_fraction() == 0.0
+    assert _pgm(data3, share_from="heldout", share_heldout=0.2).heldout_fraction() == 0.2
+
+
+@pytest.mark.slow
+def test_the_measured_share_follows_the_task(tmp_path: Path) -> None:
+    """On the interaction family the uni share measured on the held-out part is high where
+    each modality predicts alone (w = 0) and at its floor where only the product does (w = 1)."""
+    import unipair
+
+    shares = {}
+    for weight in (0.0, 1.0):
+        cfg = load_config(
+            "configs/interaction.yaml",
+            [
+                "method.name=pgm",
+                "method.hparams.share_from=heldout",
+                f"dataset.options.weight={weight}",
+                "train.epochs=8",
+                "train.test=false",
+                "logging.progress=none",
+                f"out={tmp_path}",
+                f"name=w{weight}",
+            ],
+        )
+        run = unipair.train(cfg)
+        shares[weight] = [run.summary["val"][f"uni_share/{m}"] for m in ("a", "b")]
+    assert min(shares[0.0]) > 0.3, shares
+    assert max(shares[1.0]) < 0.2, shares
+
+
+def test_a_resumed_run_continues_from_the_measured_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.backbones import interrupted
+
+    import unipair
+
+    def cfg(name: str) -> dict:
+        return {
+            "dataset": {"name": "interaction", "options": {"weight": 0.5, "num_samples": 600}},
+            "model": {"width": 16},
+            "method": {"name": "pgm", "hparams": {"share_from": "heldout"}},
+            "train": {"epochs": 3, "seed": 0, "batch_size": 64},
+            "logging": {"progress": "none"},
+            "out": str(tmp_path),
+            "name": name,
+        }
+
+    whole = unipair.train(cfg("whole")).summary
+    run = interrupted(cfg("cut"), monkeypatch, after=2)
+    resumed = unipair.train(cfg("cut"), resume=run).summary
+    assert resumed["val"] == whole["val"] and resumed["test"] == whole["test"]
+    assert 0.1 <= whole["val"]["uni_share/a"] <= 0.9

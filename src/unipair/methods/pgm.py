@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
 from pydantic import Field
 from torch import Tensor
 
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import TaskSpec
 from unipair.methods.base import (
+    EpochData,
     Method,
     MethodHparams,
     MethodTags,
@@ -73,6 +75,40 @@ class PgM(Method):
 
     def parameter_groups(self) -> list[ParamGroup]:
         return self.pgm.parameter_groups()
+
+    def heldout_fraction(self) -> float:
+        hp = self.hparams
+        return hp.share_heldout if hp.share_from == "heldout" and hp.partition != "none" else 0.0
+
+    def on_train_epoch_start(self, step: TrainStep, data: EpochData) -> None:
+        """``share_from: heldout``: before every epoch but the first, measure on the held-out
+        part how much of the task each modality's uni head gets right alone, relative to the
+        fused prediction above chance, and move that modality's uni share there."""
+        if self.heldout_fraction() == 0.0 or step.epoch == 0 or not self.pgm.uni_heads:
+            return
+        mods, c = self.modalities, self.task.num_classes
+        hits = torch.zeros(len(mods) + 1, dtype=torch.float64)  # uni heads, then fused
+        seen = torch.zeros(len(mods) + 1, dtype=torch.float64)
+        labels = torch.zeros(c, dtype=torch.float64)
+        for batch in data.heldout():
+            out = self.pgm(batch.inputs, batch.present, batch.valid)
+            y = batch.labels
+            for i, m in enumerate(mods):
+                rows = batch.present[m]
+                hits[i] += (out.uni_logits[m][rows].argmax(-1) == y[rows]).sum().cpu()
+                seen[i] += rows.sum().cpu()
+            hits[-1] += (out.logits.argmax(-1) == y).sum().cpu()
+            seen[-1] += len(y)
+            labels += torch.bincount(y.cpu(), minlength=c).to(labels.dtype)
+        dev = self.pgm.uni_heads[mods[0]].weight.device
+        hits, seen = step.all_reduce_sum(hits.to(dev)).cpu(), step.all_reduce_sum(seen.to(dev))
+        labels = step.all_reduce_sum(labels.to(dev)).cpu()
+        acc = hits / seen.cpu().clamp_min(1.0)
+        chance = float(labels.max() / labels.sum().clamp_min(1.0))
+        above = max(float(acc[-1]) - chance, 1e-6)
+        for i, m in enumerate(mods):
+            share = min(max((float(acc[i]) - chance) / above, 0.1), 0.9)
+            self.pgm.partitioners[m].set_share(share)
 
     def forward(self, batch: MultimodalBatch) -> PgMOutputs:
         return self.pgm(batch.inputs, batch.present, batch.valid)

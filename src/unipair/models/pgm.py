@@ -62,6 +62,16 @@ class PgMConfig(StrictModel):
         description="uni-modal share per modality (one float, or {modality: float} with '*' "
         "as the default); split: fraction of dims, soft: target of mean(gate)",
     )
+    share_from: Literal["config", "heldout"] = Field(
+        "config",
+        description="where each modality's uni share comes from: rho as configured, or "
+        "measured before every epoch on a part held out from train: what its uni head gets "
+        "right alone relative to the fused prediction, (acc_uni - chance) / (acc_fused - "
+        "chance), clipped to [0.1, 0.9]; rho is the share of the first epoch",
+    )
+    share_heldout: float = Field(
+        0.1, gt=0.0, lt=1.0, description="share_from heldout: fraction of train held out"
+    )
     gate_init: Literal["ramp", "constant"] = Field(
         "ramp",
         description="soft: initial gate logits; ramp goes from logit(rho)+2 to logit(rho)-2 "
@@ -229,13 +239,17 @@ class ModalPartitioner(nn.Module):
         mode: str,
         gate_init: str = "ramp",
         conditional: bool = False,
+        adaptive: bool = False,
     ) -> None:
         super().__init__()
         self.mode, self.rho, self.width = mode, rho, width
         self.cond: nn.Linear | None = None
+        if adaptive:  # the share is measured during training: saved with the weights
+            self.register_buffer("share", torch.tensor(float(rho)))
+            self.register_buffer("shift", torch.tensor(0.0))
         if mode == "split":
             k = round(rho * width)
-            self.register_buffer("mask", (torch.arange(width) < k).float(), persistent=False)
+            self.register_buffer("mask", (torch.arange(width) < k).float(), persistent=adaptive)
         elif mode == "soft":
             base = torch.full((width,), _logit(rho))
             if gate_init == "ramp":
@@ -254,8 +268,25 @@ class ModalPartitioner(nn.Module):
             return self.mask.to(h.dtype)
         if self.mode == "soft":
             z = self.logits if self.cond is None else self.logits + self.cond(h)
-            return torch.sigmoid(z)
+            return torch.sigmoid(z + self.shift if hasattr(self, "shift") else z)
         return None
+
+    @property
+    def target(self) -> float:
+        """The uni share this partitioner is held to: rho, or the last measured share."""
+        return float(self.share) if hasattr(self, "share") else self.rho
+
+    @torch.no_grad()
+    def set_share(self, share: float) -> None:
+        """Move the uni share to ``share`` (``share_from: heldout``): ``split`` masks the first
+        round(share * d) dims; ``soft`` shifts every gate logit by logit(share) - logit(rho),
+        keeping the learned per-dimension pattern (a prior alone moves gates too slowly)."""
+        self.share.fill_(share)
+        if self.mode == "split":
+            k = round(share * self.width)
+            self.mask.copy_((torch.arange(self.width, device=self.mask.device) < k).float())
+        elif self.mode == "soft":
+            self.shift.fill_(_logit(share) - _logit(self.rho))
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         s = self.gate(h)
@@ -594,7 +625,12 @@ class PgMAdapter(nn.Module):
         self.partitioners = nn.ModuleDict(
             {
                 m: ModalPartitioner(
-                    self.widths[m], self.rho[m], cfg.partition, cfg.gate_init, cfg.gate_conditional
+                    self.widths[m],
+                    self.rho[m],
+                    cfg.partition,
+                    cfg.gate_init,
+                    cfg.gate_conditional,
+                    adaptive=cfg.share_from == "heldout",
                 )
                 for m in mods
             }
@@ -777,7 +813,7 @@ class PgMAdapter(nn.Module):
                     share = _masked_mean(pool(s).mean(-1).float(), pres[m], m)
                 else:
                     share = s.float().mean()
-                out[f"prior/{m}"] = (share - self.rho[m]) ** 2
+                out[f"prior/{m}"] = (share - self.partitioners[m].target) ** 2
                 total = total + cfg.lambda_prior * out[f"prior/{m}"]
         out["loss"] = total
         return out
