@@ -490,9 +490,8 @@ def test_the_measured_share_follows_the_task(tmp_path: Path) -> None:
 def test_a_resumed_run_continues_from_the_measured_share(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.backbones import interrupted
-
     import unipair
+    from backbones import interrupted
 
     def cfg(name: str) -> dict:
         return {
