@@ -32,6 +32,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "pgm": ("pgm", []),
     "pgm soft": ("pgm", ["partition=soft", "lambda_prior=0.0", "lr_mult={'*': {partitioner: 30}}"]),
     "pgm measured share": ("pgm", ["share_from=heldout"]),
+    "pgm soft measured share": ("pgm", ["partition=soft", "share_from=heldout"]),
     "pgm 1 token": ("pgm", ["paired_tokens=1"]),
     "pgm no decoder": ("pgm", ["decoder=false"]),
 }
@@ -136,6 +137,7 @@ def figure(rows: list[dict], path: Path) -> None:
         ("pgm soft", "gate_share", "s--"),
         ("pgm measured share", "functional_share", "^-"),
         ("pgm measured share", "gate_share", "^--"),
+        ("pgm soft measured share", "gate_share", "v--"),
     ):
         ws, means = [], []
         for w in WEIGHTS:
