@@ -84,13 +84,15 @@ def child(dataset: str, workers: int, epochs: int) -> None:
 
     import torch
 
-    from unipair.data.manifest import load_manifest
+    from unipair.data.registry import create
     from unipair.engine.predict import make_loader
     from unipair.engine.samplers import GlobalBatchSampler
 
     torch.set_num_threads(1)
-    options = {"modalities": MODALITIES} if dataset.endswith(".csv") else {}
-    data = load_manifest(dataset, val_fraction=0.2, test_fraction=0.2, **options)
+    options = {"val_fraction": 0.2, "test_fraction": 0.2}
+    if dataset.endswith(".csv"):
+        options["modalities"] = MODALITIES
+    data = create(dataset, **options)
     sampler = GlobalBatchSampler(len(data.train), 16, seed=0)
     loader = make_loader(data.train, sampler, workers)
     rates = []
@@ -138,7 +140,8 @@ def main() -> None:
     from unipair.data.prepared import prepare
 
     t0 = time.perf_counter()
-    cache = prepare(manifest, folder / "prepared", MODALITIES, workers=2)
+    options = {"modalities": MODALITIES, "val_fraction": 0.2, "test_fraction": 0.2}
+    cache = prepare(manifest, folder / "prepared", options, workers=2)
     print(f"unipair prepare (2 workers): {time.perf_counter() - t0:.1f} s")
     print(f"{'source':<16}{'workers':>8}{'samples/s':>11}{'x files':>9}  target")
     for workers in (0, 1, 2):
