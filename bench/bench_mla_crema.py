@@ -27,9 +27,10 @@ script prints absolute figures only and says that no ratio was measured.
 seconds per step. ``sys`` is kernel time, almost all of it page faults: glibc serves every block
 over 32 MB (most activations here) with a fresh ``mmap`` and returns it on free, so every step
 zero-fills its activations again. ``--allocator jemalloc`` preloads jemalloc with page purging
-off (``MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1``), which reuses those pages; it is a
-property of the runtime, not of the method, and is reported apart. ``vs joint`` is a method's
-seconds per step over our joint's at the same precision and allocator.
+off (``MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1``, or ``--malloc-conf``), which reuses
+those pages; it is a property of the runtime, not of the method, and is reported apart.
+``vs joint`` is a method's seconds per step over our joint's at the same precision and
+allocator.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def _env(args: argparse.Namespace) -> dict[str, str]:
                 f"--allocator jemalloc: {JEMALLOC} not found (apt install libjemalloc2)"
             )
         env["LD_PRELOAD"] = JEMALLOC
-        env["MALLOC_CONF"] = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+        env["MALLOC_CONF"] = args.malloc_conf
     return env
 
 
@@ -212,6 +213,8 @@ def _run_one(args: argparse.Namespace, method: str, precision: str) -> dict:
         raise SystemExit(f"{method} {precision}: the benchmark process failed")
     row = json.loads(out.strip().splitlines()[-1])
     row["allocator"] = args.allocator
+    if args.allocator == "jemalloc":
+        row["malloc_conf"] = args.malloc_conf
     if ref is not None:
         ref_out, _ = ref.communicate()
         if ref.returncode:
@@ -270,6 +273,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--allocator", choices=["glibc", "jemalloc"], default="glibc")
+    p.add_argument(
+        "--malloc-conf",
+        default="dirty_decay_ms:-1,muzzy_decay_ms:-1",
+        help="jemalloc's MALLOC_CONF with --allocator jemalloc",
+    )
     p.add_argument("--reference", help="a local checkout of the public MLA code: run side by side")
     p.add_argument("--harness", default=HARNESS, help="the reference harness script")
     p.add_argument("--json", help="also write the rows to this file")
