@@ -284,3 +284,20 @@ def test_padded_sequences_keep_their_masks_and_statistics_skip_padding() -> None
     torch.testing.assert_close(real.std(0, unbiased=False), torch.ones(4), atol=1e-4, rtol=0)
     batch = data.val.__getitems__([0, 1, 2])
     assert torch.equal(batch.valid["seq"], data.val.valid["seq"][:3])
+
+
+def test_standardizer_statistics_in_chunks_leave_the_training_data_alone() -> None:
+    """Fit accumulates float64 statistics over small chunks (in place on a copy): the result
+    equals numpy's over the whole array, and the data it was fit on is not touched, even when
+    it is already float64."""
+    from unipair.data.dataset import TensorMultimodalDataset
+    from unipair.data.standardize import Standardizer
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(3.0, 2.0, (5000, 64)))  # float64: 2.5 MB, several chunks
+    before = x.clone()
+    ds = TensorMultimodalDataset({"a": x, "b": x[:, :8].float()}, torch.zeros(5000).long())
+    scaler = Standardizer.fit(ds)
+    assert torch.equal(x, before)
+    np.testing.assert_allclose(scaler.mean["a"].numpy(), x.numpy().mean(0), rtol=1e-6)
+    np.testing.assert_allclose(scaler.std["a"].numpy(), x.numpy().std(0), rtol=1e-6)

@@ -68,7 +68,7 @@ def _file_digest(path: Path) -> str:
     """SHA-256 of the file, streamed: hashing never holds the file in memory."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
+        while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()[:16]
 

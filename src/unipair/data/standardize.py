@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from unipair.data.dataset import TensorMultimodalDataset
@@ -12,7 +13,7 @@ from unipair.errors import DataFormatError
 __all__ = ["Standardizer"]
 
 
-def _chunks(x: Tensor, present: Tensor, steps: Tensor | None = None, megabytes: int = 8):
+def _chunks(x: Tensor, present: Tensor, steps: Tensor | None = None, megabytes: int = 1):
     """The present rows of ``x`` (for a padded sequence, its real steps only, as [n, D]), in
     chunks of about ``megabytes`` once in float64."""
     rows = max(1, (megabytes << 20) // max(8 * x[0].numel(), 1))
@@ -56,8 +57,12 @@ class Standardizer:
             mu = total / count
             squares = None
             for part in _chunks(x, present, steps):
-                moved = part.double().movedim(axis, -1).reshape(-1, part.shape[axis])
-                sq = (moved - mu).pow(2).sum(0)
+                moved = (
+                    part.to(torch.float64, copy=True)
+                    .movedim(axis, -1)
+                    .reshape(-1, part.shape[axis])
+                )
+                sq = moved.sub_(mu).pow_(2).sum(0)  # in place: one float64 chunk at a time
                 squares = sq if squares is None else squares + sq
             mean[m] = mu.float()
             std[m] = (squares / count).sqrt().clamp_min(eps).float()
