@@ -493,6 +493,23 @@ def test_kinetics_sounds_folders_can_be_renamed(ks_root: Path, tmp_path: Path) -
         load_kinetics_sounds(root, folders={"wav": "x"})
 
 
+@pytest.mark.parametrize("load", [load_kinetics_sounds, load_ave], ids=["ks", "ave"])
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"layout": "mp3"}, r"layout must be 'wav' or 'video', got 'mp3'"),
+        ({"video": "flv"}, r"video must be one of \['file', 'frames'\], got 'flv'"),
+        ({"folders": {"wav": "x"}}, r"folders has unknown key\(s\) \['wav'\]"),
+        ({"video": "frames", "fps": 2.5}, r"frame folders are named by a whole fps"),
+    ],
+)
+def test_wav_or_video_layouts_check_their_options_first(
+    load: Callable, options: dict, match: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load(tmp_path, **options)
+
+
 def test_kinetics_sounds_bad_label_index_names_the_line(ks_root: Path, tmp_path: Path) -> None:
     (tmp_path / "train.txt").write_text("a_1,10,3\nb_2,10,31\n")
     (tmp_path / "test.txt").write_text("c_3,10,17\n")

@@ -34,6 +34,7 @@ __all__ = [
     "dataset_root",
     "frame_folder",
     "keep_classes",
+    "layout_folders",
     "read_list",
     "video_reader",
 ]
@@ -170,6 +171,36 @@ def frame_folder(template: str, fps: float | None, name: str) -> str:
             f"{name}: frame folders are named by a whole fps ({template}); got fps={fps!r}"
         )
     return template.format(fps=int(fps))
+
+
+def layout_folders(
+    name: str,
+    root: str | Path | None,
+    defaults: Mapping[str, str],
+    folders: Mapping[str, str] | None,
+    layout: str,
+    video: str,
+    fps: float | None,
+) -> tuple[dict[str, str], Path, dict[str, Path]]:
+    """For loaders whose audio is a wav folder or the video files' track (``layout`` ``wav`` |
+    ``video``) and whose frames come from the videos or frame folders: the folder names (the
+    ``defaults`` with the user's ``folders`` over them), the dataset root, and the folders the
+    layout needs (checked for existence by :func:`check_folders`)."""
+    if layout not in ("wav", "video"):
+        raise ConfigError(f"{name}: layout must be 'wav' or 'video', got {layout!r}")
+    if video not in VIDEO:
+        raise ConfigError(f"{name}: video must be one of {list(VIDEO)}, got {video!r}")
+    unknown = sorted(set(folders or {}) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{name}: folders has unknown key(s) {unknown}; known: {list(defaults)}")
+    names = {**defaults, **dict(folders or {})}
+    base = dataset_root(root, name)
+    need = {"audio": base / names["audio"]} if layout == "wav" else {}
+    if layout == "video" or video == "file":
+        need["video"] = base / names["video"]
+    if video == "frames":
+        need["frames"] = base / frame_folder(names["frames"], fps, name)
+    return names, base, need
 
 
 def check_folders(folders: Mapping[str, Path], name: str, layout: str) -> None:

@@ -26,21 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from unipair.data.benchmarks._av import (
-    VIDEO,
     Clip,
     SplitList,
     audio_reader,
     build,
     check_folders,
-    dataset_root,
-    frame_folder,
     keep_classes,
+    layout_folders,
     read_list,
     video_reader,
 )
 from unipair.data.dataset import MultimodalData
 from unipair.data.manifest import OnError
-from unipair.errors import ConfigError
 
 __all__ = ["FOLDERS", "load_ave"]
 
@@ -79,20 +76,7 @@ def load_ave(
     feature options. ``classes``: load only these categories. ``lists``: a folder with your
     own ``trainSet.txt``, ``valSet.txt``, ``testSet.txt`` in the same format.
     """
-    if layout not in ("video", "wav"):
-        raise ConfigError(f"{NAME}: layout must be 'video' or 'wav', got {layout!r}")
-    if video not in VIDEO:
-        raise ConfigError(f"{NAME}: video must be one of {list(VIDEO)}, got {video!r}")
-    unknown = sorted(set(folders or {}) - set(FOLDERS))
-    if unknown:
-        raise ConfigError(f"{NAME}: folders has unknown key(s) {unknown}; known: {list(FOLDERS)}")
-    names = {**FOLDERS, **dict(folders or {})}
-    base = dataset_root(root, NAME)
-    need = {"audio": base / names["audio"]} if layout == "wav" else {}
-    if layout == "video" or video == "file":
-        need["video"] = base / names["video"]
-    if video == "frames":
-        need["frames"] = base / frame_folder(names["frames"], fps, NAME)
+    names, base, need = layout_folders(NAME, root, FOLDERS, folders, layout, video, fps)
     audio_at = f"{names['audio']}/<id>.wav" if layout == "wav" else f"{names['video']}/<id>.mp4"
     frames_at = f"{names['video']}/<id>.mp4" if video == "file" else f"{names['frames']}/<id>/"
     layout_text = f"audio in {audio_at}, frames from {frames_at}"

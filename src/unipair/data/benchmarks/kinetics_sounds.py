@@ -21,21 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from unipair.data.benchmarks._av import (
-    VIDEO,
     Clip,
     SplitList,
     audio_reader,
     build,
     check_folders,
-    dataset_root,
-    frame_folder,
     keep_classes,
+    layout_folders,
     read_list,
     video_reader,
 )
 from unipair.data.dataset import MultimodalData
 from unipair.data.manifest import OnError
-from unipair.errors import ConfigError
 
 __all__ = ["FOLDERS", "load_kinetics_sounds"]
 
@@ -74,20 +71,7 @@ def load_kinetics_sounds(
     ``fps``-resampled timeline (OGM-GE: 3 of the 1-fps frames). ``classes``: load only these
     label indices. ``lists``: a folder with your own ``train.txt`` / ``test.txt``.
     """
-    if layout not in ("wav", "video"):
-        raise ConfigError(f"{NAME}: layout must be 'wav' or 'video', got {layout!r}")
-    if video not in VIDEO:
-        raise ConfigError(f"{NAME}: video must be one of {list(VIDEO)}, got {video!r}")
-    unknown = sorted(set(folders or {}) - set(FOLDERS))
-    if unknown:
-        raise ConfigError(f"{NAME}: folders has unknown key(s) {unknown}; known: {list(FOLDERS)}")
-    names = {**FOLDERS, **dict(folders or {})}
-    base = dataset_root(root, NAME)
-    need = {"audio": base / names["audio"]} if layout == "wav" else {}
-    if layout == "video" or video == "file":
-        need["video"] = base / names["video"]
-    if video == "frames":
-        need["frames"] = base / frame_folder(names["frames"], fps, NAME)
+    names, base, need = layout_folders(NAME, root, FOLDERS, folders, layout, video, fps)
     in_video = f"{names['video']}/<id>{video_suffix}"
     audio_at = f"{names['audio']}/<id>.wav" if layout == "wav" else in_video
     frames_at = in_video if video == "file" else f"{need['frames'].name}/<id>/*.jpg"
