@@ -39,12 +39,22 @@ from unipair.evaluation.modality_gap import gap_run
 from unipair.evaluation.probes import probe_run
 from unipair.io import exclusive_lock
 
-__all__ = ["CompareResult", "Measure", "RunSpec", "aggregate", "plan_runs", "run_compare"]
+__all__ = [
+    "CompareResult",
+    "Measure",
+    "RunCallback",
+    "RunSpec",
+    "aggregate",
+    "plan_runs",
+    "run_compare",
+]
 
 #: what another command measures on each finished run in place of compare's analysis and
 #: probes (``unipair diagnose``): run directory -> results; a module-level function, since it
 #: is sent to the worker processes
 Measure = Callable[[Path], dict[str, Any]]
+#: called as each run ends: (its result, or None when it failed; its spec; the error or None)
+RunCallback = Callable[[dict[str, Any] | None, "RunSpec", str | None], None]
 
 
 @dataclass(frozen=True)
@@ -283,7 +293,7 @@ def run_compare(
     out: str | Path,
     jobs: int = 1,
     rates: Sequence[float] = DEFAULT_RATES,
-    on_done: Callable[[dict[str, Any] | None, RunSpec, str | None], None] | None = None,
+    on_done: RunCallback | None = None,
     threads: int | None = None,
     measure: Measure | None = None,
 ) -> CompareResult:
@@ -301,7 +311,7 @@ def _run_locked(
     out: Path,
     jobs: int,
     rates: Sequence[float],
-    on_done: Callable[[dict[str, Any] | None, RunSpec, str | None], None] | None,
+    on_done: RunCallback | None,
     threads: int | None,
     measure: Measure | None = None,
 ) -> CompareResult:

@@ -21,13 +21,19 @@ from unipair.engine.config import (
     set_dotted,
 )
 from unipair.evaluation.analysis import DEFAULT_RATES
-from unipair.evaluation.compare import CompareResult, RunSpec, plan_runs, run_compare
+from unipair.evaluation.compare import (
+    CompareResult,
+    RunCallback,
+    RunSpec,
+    plan_runs,
+    run_compare,
+)
 from unipair.evaluation.figures import write_figures
 from unipair.evaluation.method_reports import Figure, get_report, has_report
 from unipair.evaluation.report import terminal_table, write_report
 from unipair.methods.registry import METHODS, validate_hparams
 
-__all__ = ["CompareOptions", "run_compare_command"]
+__all__ = ["CompareOptions", "progress_printer", "run_compare_command"]
 
 
 class Variant(StrictModel):
@@ -136,6 +142,24 @@ def _with_method_section(options: CompareOptions, method: Any, source: str) -> C
     return options.model_copy(update={"hparams": {**options.hparams, name: hparams}})
 
 
+def progress_printer(console: Console, total: int, split: str) -> RunCallback:
+    """``run_compare``'s callback: one line per finished run (its accuracy on ``split``,
+    reused or its seconds) or failed run, numbered out of ``total``."""
+    done = {"n": 0}
+
+    def on_done(result: dict[str, Any] | None, spec: RunSpec, error: str | None) -> None:
+        done["n"] += 1
+        tag = f"[{done['n']}/{total}] {spec.label} seed {spec.seed}"
+        if result is None:
+            console.print(f"[red]✗ {tag}: {error}[/]", highlight=False)
+            return
+        how = "reused" if result["reused"] else f"{result['seconds']:.1f} s"
+        acc = result["summary"][split]["acc"]
+        console.print(f"✓ {tag}: {split} acc {acc:.4f} ({how})", highlight=False)
+
+    return on_done
+
+
 def run_compare_command(
     *,
     dataset: str | None,
@@ -180,18 +204,7 @@ def run_compare_command(
         f"; seeds {opts.seeds}; {opts.jobs} at a time) -> {out}",
         highlight=False,
     )
-    done = {"n": 0}
-
-    def on_done(result: dict[str, Any] | None, spec: RunSpec, error: str | None) -> None:
-        done["n"] += 1
-        tag = f"[{done['n']}/{len(specs)}] {spec.label} seed {spec.seed}"
-        if result is None:
-            console.print(f"[red]✗ {tag}: {error}[/]", highlight=False)
-            return
-        how = "reused" if result["reused"] else f"{result['seconds']:.1f} s"
-        console.print(
-            f"✓ {tag}: test acc {result['summary']['test']['acc']:.4f} ({how})", highlight=False
-        )
+    on_done = progress_printer(console, len(specs), "test")
 
     result = run_compare(specs, out, opts.jobs, opts.missing_rates, on_done, opts.threads)
     if not result.runs:

@@ -21,7 +21,8 @@ from unipair.engine.config import (
 )
 from unipair.errors import ConfigError
 from unipair.evaluation.analysis import DEFAULT_RATES
-from unipair.evaluation.compare import RunSpec, plan_runs, run_compare
+from unipair.evaluation.compare import plan_runs, run_compare
+from unipair.evaluation.compare_cli import progress_printer
 from unipair.evaluation.diagnose import (
     DEFAULT_EPOCHS,
     Evidence,
@@ -135,17 +136,7 @@ def run_diagnose_command(
         f"{cfg.train.epochs} epochs, seeds {seeds}, {jobs} at a time -> {out}",
         highlight=False,
     )
-    done = {"n": 0}
-
-    def on_done(result: dict[str, Any] | None, spec: RunSpec, error: str | None) -> None:
-        done["n"] += 1
-        tag = f"[{done['n']}/{len(specs)}] {spec.label} seed {spec.seed}"
-        if result is None:
-            console.print(f"[red]✗ {tag}: {error}[/]", highlight=False)
-            return
-        how = "reused" if result["reused"] else f"{result['seconds']:.1f} s"
-        acc = result["summary"]["val"]["acc"]
-        console.print(f"✓ {tag}: val acc {acc:.4f} ({how})", highlight=False)
+    on_done = progress_printer(console, len(specs), "val")
 
     ran = run_compare(specs, out, jobs, DEFAULT_RATES, on_done, threads, measure=measure_run)
     result = DiagnoseResult(Path(out), ran.runs, ran.failures)
