@@ -34,6 +34,7 @@ __all__ = [
     "create_encoder",
     "default_encoder",
     "list_encoders",
+    "per_frame",
 ]
 
 
@@ -156,6 +157,21 @@ class MLPEncoder(Encoder):
         return self.net(x)
 
 
+def per_frame(
+    backbone: Callable[[Tensor], Tensor], x: Tensor, channels_last: bool = False
+) -> Tensor:
+    """``backbone`` on images [B, C, H, W], or on every frame of clips [B, C, T, H, W] with the
+    features averaged over time (how the peers encode a few video frames)."""
+    frames = x.dim() == 5
+    if frames:  # [B, C, T, H, W] -> [B*T, C, H, W]
+        b, c, t, h, w = x.shape
+        x = x.transpose(1, 2).reshape(b * t, c, h, w)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    z = backbone(x)
+    return z.reshape(b, t, -1).mean(1) if frames else z
+
+
 @ENCODERS.register("cnn")
 class CNNEncoder(Encoder):
     """A small CNN for images and spectrograms [C, H, W] and clips [C, T, H, W] (frame by
@@ -197,11 +213,7 @@ class CNNEncoder(Encoder):
         self.out_dim = width
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 5:  # [B, C, T, H, W]: every frame alone, then the mean over time
-            b, c, t, h, w = x.shape
-            z = self.features(x.transpose(1, 2).reshape(b * t, c, h, w))
-            return self.proj(z.view(b, t, -1).mean(1))
-        return self.proj(self.features(x))
+        return self.proj(per_frame(self.features, x))
 
 
 @ENCODERS.register("resnet18")
@@ -263,16 +275,7 @@ class ResNet18Encoder(Encoder):
 
     def frozen_features(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
         """The backbone's pooled features [B, 512] (a clip's averaged over its frames)."""
-        frames = x.dim() == 5
-        if frames:  # [B, C, T, H, W] -> [B*T, C, H, W]
-            b, c, t, h, w = x.shape
-            x = x.transpose(1, 2).reshape(b * t, c, h, w)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        z = self.backbone(x)
-        if frames:
-            z = z.view(b, t, -1).mean(1)
-        return z
+        return per_frame(self.backbone, x, self.channels_last)
 
     def freeze_scopes(self) -> dict[str, tuple[str, ...]]:
         """What ``freeze`` names: ``all`` the backbone, ``stem`` its 7x7 convolution and

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from unipair.errors import ConfigError, DataFormatError, DataNotFoundError
-from unipair.models.encoders import ENCODERS, Encoder
+from unipair.models.encoders import ENCODERS, Encoder, per_frame
 
 __all__ = [
     "RESNET18_KEY_TABLE",
@@ -373,16 +373,7 @@ class BackboneEncoder(Encoder):
 
     def frozen_features(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
         """The backbone's features (a clip's averaged over its frames), before projection."""
-        frames = x.dim() == 5
-        if frames:  # [B, C, T, H, W] -> [B*T, C, H, W]
-            b, c, t, h, w = x.shape
-            x = x.transpose(1, 2).reshape(b * t, c, h, w)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        z = self.backbone(x)
-        if frames:
-            z = z.reshape(b, t, -1).mean(1)
-        return z
+        return per_frame(self.backbone, x, self.channels_last)
 
     def freeze_scopes(self) -> dict[str, tuple[str, ...]]:
         return {"all": ("backbone",), "stem": self.stem}
