@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import unipair
+from backbones import interrupted
 from unipair.cli.main import app
 from unipair.engine.checkpoint import read_checkpoint
 from unipair.errors import RunDirError
@@ -100,20 +101,8 @@ def test_a_cosine_schedule_cannot_be_extended_on_resume(tmp_path: Path, monkeypa
 
 
 def _interrupted(tmp_path: Path, monkeypatch, over: dict, after: int = 1) -> Path:
-    from unipair.engine.run_dir import RunDir
-
-    original = RunDir.write_metrics
-
-    def crash(self, history):
-        original(self, history)
-        if len(history) == after:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(RunDir, "write_metrics", crash)
-    with pytest.raises(KeyboardInterrupt):
-        unipair.train(_engine_config("joint", tmp_path, {"name": "cut", **over}))
-    monkeypatch.setattr(RunDir, "write_metrics", original)
-    return tmp_path / "cut"
+    cfg = _engine_config("joint", tmp_path, {"name": "cut", **over})
+    return interrupted(cfg, monkeypatch, after)
 
 
 def test_resume_restores_a_deleted_metrics_csv(tmp_path: Path, monkeypatch, capsys) -> None:

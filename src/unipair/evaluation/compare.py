@@ -217,20 +217,13 @@ def _execute_run(
             "--out directory, or put the original file back"
         )
     if measure is not None:
-        measures = measure(run.path)
-        return {
-            "label": spec.label,
-            "seed": spec.seed,
-            "run_dir": str(run.path),
-            "reused": reused,
-            "seconds": time.perf_counter() - t0,
-            "summary": summary,
-            "measures": measures,
+        measured = {"measures": measure(run.path)}
+    else:
+        measured = {
+            "analysis": analyze_run(run.path, rates),
+            "probes": probe_run(run.path),
+            "modality_gap": gap_run(run.path),
         }
-
-    analysis = analyze_run(run.path, rates)
-    probes = probe_run(run.path)
-    gap = gap_run(run.path)
     return {
         "label": spec.label,
         "seed": spec.seed,
@@ -238,9 +231,7 @@ def _execute_run(
         "reused": reused,
         "seconds": time.perf_counter() - t0,
         "summary": summary,
-        "analysis": analysis,
-        "probes": probes,
-        "modality_gap": gap,
+        **measured,
     }
 
 
