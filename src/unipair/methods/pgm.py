@@ -87,28 +87,26 @@ class PgM(Method):
         if self.heldout_fraction() == 0.0 or step.epoch == 0 or not self.pgm.uni_heads:
             return
         mods, c = self.modalities, self.task.num_classes
-        hits = torch.zeros(len(mods) + 1, dtype=torch.float64)  # uni heads, then fused
-        seen = torch.zeros(len(mods) + 1, dtype=torch.float64)
-        labels = torch.zeros(c, dtype=torch.float64)
+        dev = self.pgm.uni_heads[mods[0]].weight.device
+        # per column: hits of each uni head, then of the fused head; then rows seen; then labels
+        counts = torch.zeros(2 * (len(mods) + 1) + c, dtype=torch.float64, device=dev)
+        hits, seen, labels = counts.split([len(mods) + 1, len(mods) + 1, c])
         for batch in data.heldout():
             out = self.pgm(batch.inputs, batch.present, batch.valid)
             y = batch.labels
             for i, m in enumerate(mods):
                 rows = batch.present[m]
-                hits[i] += (out.uni_logits[m][rows].argmax(-1) == y[rows]).sum().cpu()
-                seen[i] += rows.sum().cpu()
-            hits[-1] += (out.logits.argmax(-1) == y).sum().cpu()
+                hits[i] += (out.uni_logits[m][rows].argmax(-1) == y[rows]).sum()
+                seen[i] += rows.sum()
+            hits[-1] += (out.logits.argmax(-1) == y).sum()
             seen[-1] += len(y)
-            labels += torch.bincount(y.cpu(), minlength=c).to(labels.dtype)
-        dev = self.pgm.uni_heads[mods[0]].weight.device
-        hits, seen = step.all_reduce_sum(hits.to(dev)).cpu(), step.all_reduce_sum(seen.to(dev))
-        labels = step.all_reduce_sum(labels.to(dev)).cpu()
-        acc = hits / seen.cpu().clamp_min(1.0)
+            labels += torch.bincount(y, minlength=c)
+        hits, seen, labels = step.all_reduce_sum(counts).cpu().split([len(mods) + 1] * 2 + [c])
+        acc = (hits / seen.clamp_min(1.0)).tolist()
         chance = float(labels.max() / labels.sum().clamp_min(1.0))
-        above = max(float(acc[-1]) - chance, 1e-6)
-        for i, m in enumerate(mods):
-            share = min(max((float(acc[i]) - chance) / above, 0.1), 0.9)
-            self.pgm.partitioners[m].set_share(share)
+        above = max(acc[-1] - chance, 1e-6)
+        for m, a in zip(mods, acc, strict=False):  # the last accuracy is the fused one
+            self.pgm.partitioners[m].set_share(min(max((a - chance) / above, 0.1), 0.9))
 
     def forward(self, batch: MultimodalBatch) -> PgMOutputs:
         return self.pgm(batch.inputs, batch.present, batch.valid)
