@@ -100,7 +100,8 @@ def child(dataset: str, workers: int, epochs: int) -> None:
         sampler.set_epoch(epoch)
         t0, n = time.perf_counter(), 0
         for batch in loader:
-            n += len(batch)
+            # as on_device does on a CPU: frames arrive as uint8 and become floats here
+            n += len(batch.dequantize())
         rates.append(n / (time.perf_counter() - t0))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024

@@ -78,3 +78,43 @@ def test_single_modality_masks_are_nested_across_rates(n, r1, r2, seed) -> None:
     a = missing_masks(n, ["x", "y"], {"x": lo}, seed, keep_one=False)["x"]
     b = missing_masks(n, ["x", "y"], {"x": hi}, seed, keep_one=False)["x"]
     assert not (a & ~b).any(), "a lower rate hid a sample a higher rate kept"
+
+
+class _SharedInWorker(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> bool:
+        from unipair.data.batch import batch_tensor
+
+        return batch_tensor((2, 3)).is_shared()
+
+
+def test_batch_tensors_are_built_in_shared_memory_inside_workers() -> None:
+    """A worker's batch crosses to the main process without a copy into shared memory."""
+    from unipair.data.batch import batch_tensor
+
+    assert not batch_tensor((2, 3)).is_shared()
+    loader = torch.utils.data.DataLoader(_SharedInWorker(), batch_size=None, num_workers=1)
+    assert list(loader) == [True, True]
+
+
+def test_quantized_batches_are_checked_and_dequantized_per_channel() -> None:
+    import pytest
+
+    from unipair.data.batch import MultimodalBatch
+
+    x = torch.tensor([[[0, 255], [10, 20]], [[1, 2], [3, 4]]], dtype=torch.uint8)  # [2, 2, 2]
+    present = torch.tensor([True, False])
+    batch = MultimodalBatch({"v": x}, {"v": present}, torch.tensor([0, 1]),
+                            quantized={"v": ((1.0, 0.5), (0.0, -1.0))})  # fmt: skip
+    out = batch.dequantize().inputs["v"]
+    assert out.dtype == torch.float32
+    assert out[0].tolist() == [[0.0, 255.0], [4.0, 9.0]]
+    assert out[1].abs().max() == 0  # an absent row is zeros, as everywhere
+    for bad in ({"v": ((1.0,), (0.0,))}, {"w": ((1.0, 1.0), (0.0, 0.0))}):
+        with pytest.raises(ValueError, match="quantized inputs must be uint8"):
+            MultimodalBatch({"v": x}, {"v": present}, torch.tensor([0, 1]), quantized=bad)
+    with pytest.raises(ValueError, match="quantized inputs must be uint8"):
+        MultimodalBatch({"v": x.float()}, {"v": present}, torch.tensor([0, 1]),
+                        quantized={"v": ((1.0, 1.0), (0.0, 0.0))})  # fmt: skip

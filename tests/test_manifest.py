@@ -40,13 +40,13 @@ def test_manifest_reads_every_modality(manifest: Path) -> None:
     }  # fmt: skip
     assert data.spec.num_classes == 10 and sum(len(data.split(s)) for s in
                                                ("train", "val", "test")) == 60  # fmt: skip
-    batch = data.val.__getitems__(list(range(len(data.val))))
+    batch = data.val.fetch(torch.arange(len(data.val)))
     for m, x in batch.inputs.items():
         assert torch.isfinite(x).all() and x.std() > 0.1, m
     # the decoded video frames show the digit (bright pixels), at the eval size
     assert batch.inputs["video"].amax() > 1.0
     # evaluation is deterministic; training augments, seeded by (seed, epoch, index)
-    again = data.val.__getitems__(list(range(len(data.val))))
+    again = data.val.fetch(torch.arange(len(data.val)))
     assert torch.equal(batch.inputs["video"], again.inputs["video"])
     from unipair.engine.samplers import IndexBatch
 
@@ -56,6 +56,32 @@ def test_manifest_reads_every_modality(manifest: Path) -> None:
     c = data.train.__getitems__(IndexBatch(rows, epoch=1))
     assert torch.equal(a.inputs["image"], b.inputs["image"])
     assert not torch.equal(a.inputs["image"], c.inputs["image"])
+
+
+def test_loader_batches_carry_frames_as_bytes_until_the_device(manifest: Path) -> None:
+    """A loader's batch holds frames as uint8 (4x fewer bytes through workers and the bus);
+    dequantized they are exactly what a sample's own transform gives, absent rows zeros."""
+    from unipair.data.media.transforms import sample_generator
+    from unipair.engine.samplers import IndexBatch
+
+    data = load_manifest(manifest, **_options())
+    rows = [0, 1, 2, 3]
+    raw = data.train.loader_batch(IndexBatch(rows, epoch=3))
+    assert set(raw.quantized) == {"image", "video"}
+    assert raw.inputs["video"].dtype == torch.uint8 and raw.inputs["audio"].dtype == torch.float32
+    floats = raw.dequantize()
+    assert not floats.quantized and floats.inputs["video"].dtype == torch.float32
+    assert torch.equal(floats.inputs["image"], data.train.fetch(torch.tensor(rows), epoch=3)
+                       .inputs["image"])  # fmt: skip
+    ds, row = data.train, int(data.train.rows[2])
+    gen = sample_generator(ds.seed, 3, row)  # the readers draw from it in turn
+    for m, reader in ds.readers.items():
+        cell = str(manifest.parent / ds.table.columns[m][row])
+        alone = reader.finish(reader.load(cell, True, gen), True, gen)
+        assert torch.equal(floats.inputs[m][2], alone), m
+    hidden = raw.with_missing({"video": torch.tensor([False, True, False, False])}).dequantize()
+    assert hidden.inputs["video"][1].abs().max() == 0 and not hidden.present["video"][1]
+    assert torch.equal(hidden.inputs["video"][0], floats.inputs["video"][0])
 
 
 def _train(manifest_or_folder: Path, tmp_path: Path, name: str, method: str, **over) -> dict:
@@ -218,3 +244,12 @@ def test_the_documented_commands_run_on_a_folder_of_media(manifest: Path, tmp_pa
     res = runner.invoke(app, ["compare", "-c", str(config), "--methods", "joint", "--seeds", "0",
                               "--no-unimodal", "--out", str(tmp_path / "cmp")])  # fmt: skip
     assert res.exit_code == 0 and (tmp_path / "cmp" / "report.html").is_file(), res.output
+
+
+def test_a_sample_of_another_shape_names_its_row(manifest: Path) -> None:
+    """Fixed-shape audio without a ``duration``: a longer recording is an error naming its row
+    and column and both shapes (torch.stack used to fail deep inside torch)."""
+    audio = {"kind": "audio", "features": "fbank", "feature_options": {"frames": None}}
+    data = load_manifest(manifest, **_options(modalities={**MODALITIES, "audio": audio}))
+    with pytest.raises(DataFormatError, match=r"line \d+.*column 'audio'.*decoded to shape"):
+        data.val.fetch(torch.arange(len(data.val)))

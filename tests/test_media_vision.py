@@ -466,6 +466,11 @@ def test_eval_at_the_input_size_is_exact_normalisation(digit_frames: np.ndarray)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
     plain = EvalTransform(size=SIZE, mean=(0, 0, 0), std=(1, 1, 1))(clip[1])
     torch.testing.assert_close(plain * 255, torch.from_numpy(clip[1]).permute(2, 0, 1).float())
+    # the transforms skip resampling at scale 1: torch's antialiased filters are exact there
+    u8 = torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    for mode in ("bilinear", "bicubic"):
+        same = torch.nn.functional.interpolate(u8, size=(SIZE, SIZE), mode=mode, antialias=True)
+        assert torch.equal(same, u8), mode
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])

@@ -111,6 +111,12 @@ class MultimodalDataset(Dataset[Sample]):
     def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
         return self.fetch(torch.as_tensor(list(indices), dtype=torch.long))
 
+    def loader_batch(self, indices: Sequence[int]) -> MultimodalBatch:
+        """The batch a loader ships (``engine.predict.make_loader``): it may keep inputs
+        ``quantized`` (uint8) for ``on_device`` to turn into floats on the device, where
+        ``__getitems__`` and ``fetch`` always give floats."""
+        return self.__getitems__(indices)
+
     def class_counts(self, num_classes: int) -> list[int]:
         return torch.bincount(self.labels, minlength=num_classes).tolist()
 
@@ -155,6 +161,9 @@ class _Without(MultimodalDataset):
 
     def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
         return self.base.__getitems__(indices).only(self.present)  # the base's epoch kept
+
+    def loader_batch(self, indices: Sequence[int]) -> MultimodalBatch:
+        return self.base.loader_batch(indices).only(self.present)
 
     def fetch(self, indices: Tensor) -> MultimodalBatch:
         return self.base.fetch(indices).only(self.present)
@@ -351,7 +360,10 @@ class FeatureInputs(MultimodalDataset):
         self.rest = base.without(self.features) if rest else None
 
     def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
-        rest = None if self.rest is None else self.rest.__getitems__(indices)  # epoch kept
+        return self.loader_batch(indices).dequantize()
+
+    def loader_batch(self, indices: Sequence[int]) -> MultimodalBatch:
+        rest = None if self.rest is None else self.rest.loader_batch(indices)  # epoch kept
         return self._batch(torch.as_tensor(list(indices), dtype=torch.long), rest)
 
     def fetch(self, indices: Tensor) -> MultimodalBatch:
@@ -366,7 +378,10 @@ class FeatureInputs(MultimodalDataset):
                 inputs[m], present[m] = rest.inputs[m], rest.present[m]
                 if m in rest.valid:
                     valid[m] = rest.valid[m]
-        return MultimodalBatch(inputs, present, self.labels[rows], self.index[rows], valid=valid)
+        quantized = {} if rest is None else {m: a for m, a in rest.quantized.items() if m in inputs}
+        return MultimodalBatch(
+            inputs, present, self.labels[rows], self.index[rows], valid=valid, quantized=quantized
+        )
 
     def eval_view(self) -> FeatureInputs:
         view = FeatureInputs.__new__(FeatureInputs)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from unipair.data.batch import MultimodalBatch
+from unipair.data.batch import Affine, MultimodalBatch, batch_tensor
 from unipair.data.dataset import (
     SPLITS,
     ModalitySpec,
@@ -383,7 +383,11 @@ class ManifestDataset(MultimodalDataset):
         return view
 
     def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
-        return self.fetch(torch.as_tensor(list(indices)), epoch=getattr(indices, "epoch", -1))
+        return self.loader_batch(indices).dequantize()
+
+    def loader_batch(self, indices: Sequence[int]) -> MultimodalBatch:
+        """Frames stay ``quantized`` (uint8) until ``on_device``; the epoch is the sampler's."""
+        return self._batch(torch.as_tensor(list(indices)), getattr(indices, "epoch", -1))
 
     def augmentation(self) -> dict[str, str]:
         if not self.augment:
@@ -420,24 +424,41 @@ class ManifestDataset(MultimodalDataset):
         return view
 
     def fetch(self, indices: Tensor, epoch: int = -1) -> MultimodalBatch:
+        return self._batch(indices, epoch).dequantize()
+
+    def _batch(self, indices: Tensor, epoch: int) -> MultimodalBatch:
         from unipair.data.media.arrays import pad_sequences
         from unipair.data.media.transforms import sample_generator
 
         rows = self.rows[indices].tolist()
         present = {m: p[indices].clone() for m, p in self.present.items()}
+        # fixed shapes are written straight into their batch (no stack), frames as uint8
+        # (quantized); sequences are padded
+        quantized: dict[str, Affine] = {}
+        inputs: dict[str, Tensor] = {}
+        for m, reader in self.readers.items():
+            if reader.variable_length:
+                continue
+            affine = reader.quantization(self.augment)
+            if affine is not None:
+                quantized[m] = affine
+            dtype = torch.float32 if affine is None else torch.uint8
+            inputs[m] = batch_tensor((len(rows), *reader.shape()), dtype)
         samples: dict[str, list[Tensor | None]] = {m: [] for m in self.readers}
         for j, row in enumerate(rows):
             generator = None
             if self.augment:
                 generator = sample_generator(self.seed, max(epoch, 0), row)
             for m, reader in self.readers.items():
+                out = inputs[m][j] if m in inputs else None
                 x = None
                 if bool(present[m][j]):
-                    x = self._sample(row, m, reader, generator)
+                    x = self._sample(row, m, reader, generator, out)
                     if x is None:  # on_error: skip — this modality of the row is missing
                         present[m][j] = False
+                if x is None and out is not None:
+                    out.zero_()
                 samples[m].append(x)
-        inputs: dict[str, Tensor] = {}
         valid: dict[str, Tensor] = {}
         for m, reader in self.readers.items():
             if reader.variable_length:
@@ -450,17 +471,18 @@ class ManifestDataset(MultimodalDataset):
                     x = torch.zeros((len(rows), 1, *x.shape[2:]), dtype=x.dtype)
                     v = torch.zeros((len(rows), 1), dtype=torch.bool)
                 inputs[m], valid[m] = x, v
-            else:
-                shape = reader.shape()
-                inputs[m] = torch.stack(
-                    [x if x is not None else torch.zeros(shape) for x in samples[m]]
-                )
         return MultimodalBatch(
-            inputs, present, self.labels[indices], self.rows[indices], valid=valid
-        )
+            inputs, present, self.labels[indices], self.rows[indices], valid=valid,
+            quantized=quantized,
+        )  # fmt: skip
 
     def _sample(
-        self, row: int, m: str, reader: Reader, generator: torch.Generator | None
+        self,
+        row: int,
+        m: str,
+        reader: Reader,
+        generator: torch.Generator | None,
+        out: Tensor | None = None,
     ) -> Tensor | None:
         value = str(self.table.columns[m][row])  # present rows have a value
         try:
@@ -469,7 +491,7 @@ class ManifestDataset(MultimodalDataset):
             else:
                 path = str(self.table.path.parent / value) if reader.reads_files else value
                 loaded = reader.load(path, self.augment, generator)
-            return reader.finish(loaded, self.augment, generator)
+            return reader.finish(loaded, self.augment, generator, out)
         except UnipairError as e:
             where = f"{self.table.where(row)}, column {m!r}"
             if self.on_error == "skip":

@@ -214,8 +214,10 @@ class Cache:
         return {**self.__dict__, "_arrays": {}}
 
     def _open(self, key: str) -> Any:
+        # copy-on-write maps: writable views for torch (no copy, no read-only warning) whose
+        # writes, were any made, would stay in this process and never reach the file
         if key not in self._arrays:
-            self._arrays[key] = np.load(self.folder / f"{key}.npy", mmap_mode="r")
+            self._arrays[key] = np.load(self.folder / f"{key}.npy", mmap_mode="c")
         return self._arrays[key]
 
     def get(self, m: str, row: int, line: int = -1) -> np.ndarray:
@@ -223,7 +225,7 @@ class Cache:
             why = self.reasons.get((line, m), "not decodable")
             raise DataFormatError(f"was left out when prepared ({why})")
         if (self.folder / f"{m}.npy").is_file():
-            return np.array(self._open(m)[row])
+            return self._open(m)[row]  # a view: the reader copies it into the batch once
         offsets = self._open(f"{m}.offsets")
         return np.array(self._open(f"{m}.values")[offsets[row] : offsets[row + 1]])
 

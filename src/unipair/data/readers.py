@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unipair.data.batch import Affine
 from unipair.errors import ConfigError, DataFormatError
 from unipair.registry import Registry
 
@@ -93,8 +94,28 @@ class Reader(ABC):
     @abstractmethod
     def load(self, value: str, augment: bool, generator: torch.Generator | None) -> Any: ...
 
-    def finish(self, loaded: Any, augment: bool, generator: torch.Generator | None) -> Tensor:
-        return torch.as_tensor(np.asarray(loaded))
+    def quantization(self, augment: bool) -> Affine | None:
+        """(scale, shift) per channel when the reader's batches are uint8 standing for
+        ``x * scale + shift`` (see ``MultimodalBatch.quantized``); None: float32 batches."""
+        return None
+
+    def finish(
+        self,
+        loaded: Any,
+        augment: bool,
+        generator: torch.Generator | None,
+        out: Tensor | None = None,
+    ) -> Tensor:
+        """The sample as a tensor; a fixed-shape reader writes it into ``out`` (its row of the
+        batch: float32 of ``shape()``, uint8 when quantized) when given, saving the copy a
+        stack would make."""
+        if out is None:
+            return torch.as_tensor(np.asarray(loaded))
+        x = np.asarray(loaded)
+        if x.shape != tuple(out.shape):
+            raise DataFormatError(f"decoded to shape {list(x.shape)}; expected {list(out.shape)}")
+        np.copyto(out.numpy(), x, casting="same_kind")
+        return out
 
     def fingerprint(self) -> str:
         return hashlib.sha256(repr(sorted(self.params().items())).encode()).hexdigest()[:16]
@@ -215,9 +236,20 @@ class _Frames(Reader):
         out = out.permute(1, 2, 0) if out.dim() == 3 else out.permute(1, 2, 3, 0)
         return out.contiguous().numpy()
 
-    def finish(self, loaded: Any, augment: bool, generator: torch.Generator | None) -> Tensor:
+    def finish(
+        self,
+        loaded: Any,
+        augment: bool,
+        generator: torch.Generator | None,
+        out: Tensor | None = None,
+    ) -> Tensor:
         transform = self.train if augment else self.eval
-        return transform(np.asarray(loaded), generator)
+        if out is None:
+            return transform(np.asarray(loaded), generator)
+        return transform.quantized(np.asarray(loaded), generator, out=out)
+
+    def quantization(self, augment: bool) -> Affine | None:
+        return (self.train if augment else self.eval).affine()
 
 
 @READERS.register("video")

@@ -6,14 +6,14 @@ runs exactly as training built them, without reaching into the training loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning_fabric import Fabric
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from unipair import datasets
 from unipair.data.batch import MultimodalBatch
@@ -68,7 +68,7 @@ def make_loader(
     """A loader whose dataset answers whole batches (``__getitems__``); with ``workers`` the
     batches are decoded in that many persistent processes, ``prefetch`` batches ahead each."""
     return DataLoader(
-        ds,
+        _LoaderBatches(ds),
         batch_sampler=sampler,
         collate_fn=_identity,
         num_workers=workers,
@@ -78,14 +78,28 @@ def make_loader(
     )
 
 
+class _LoaderBatches(Dataset):
+    """``ds`` answering the loader with ``loader_batch``: quantized frames until the device."""
+
+    def __init__(self, ds: MultimodalDataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
+        return self.ds.loader_batch(indices)
+
+
 def _identity(batch: MultimodalBatch) -> MultimodalBatch:
     return batch  # datasets return whole batches through __getitems__
 
 
 def on_device(batch: MultimodalBatch, fabric: Fabric, non_blocking: bool = False):
-    """Move a batch to the device, in the precision's input dtype (``bf16-true`` etc.)."""
+    """Move a batch to the device and turn its quantized (uint8) inputs into floats there, in
+    the precision's input dtype (``bf16-true`` etc.)."""
     return fabric.strategy.precision.convert_input(
-        batch.to(fabric.device, non_blocking=non_blocking)
+        batch.to(fabric.device, non_blocking=non_blocking).dequantize()
     )
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unipair.data.batch import Affine, dequantize
 from unipair.errors import ConfigError, DataFormatError, UnknownNameError
 
 __all__ = [
@@ -103,6 +104,23 @@ class FrameTransform:
 
     def __call__(self, frames: np.ndarray, generator: torch.Generator | None = None) -> Tensor:
         """float32 [3, H', W'] for an image [H, W, 3], [3, k, H', W'] for a clip [k, H, W, 3]."""
+        return dequantize(self.quantized(frames, generator), *self.affine(), channel_dim=0)
+
+    def affine(self) -> Affine:
+        """(scale, shift) per channel taking :meth:`quantized`'s bytes to the normalised
+        floats: 1 / (255 std) and -mean / std."""
+        scale = tuple(1.0 / (255.0 * s) for s in self.std)
+        shift = tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
+        return scale, shift
+
+    def quantized(
+        self,
+        frames: np.ndarray,
+        generator: torch.Generator | None = None,
+        out: Tensor | None = None,
+    ) -> Tensor:
+        """The transformed frames before normalisation, uint8 in the output layout ([3, H',
+        W'] or [3, k, H', W']); written into ``out`` when given (a batch's row)."""
         if (
             not isinstance(frames, np.ndarray)
             or frames.dtype != np.uint8
@@ -120,16 +138,18 @@ class FrameTransform:
             )
         clip = torch.from_numpy(np.ascontiguousarray(frames if frames.ndim == 4 else frames[None]))
         # [k, 3, H, W] with channels-last strides: torch's fast uint8 resampling path.
-        out = self._apply(clip.permute(0, 3, 1, 2), generator)
-        k, _, h, w = out.shape
-        # one pass converts to float into the output layout [3, k, H, W], then x * a + b with
-        # a = 1 / (255 std), b = -mean / std: the normalisation in place, no temporaries
-        x = torch.empty((3, k, h, w), dtype=torch.float32)
-        x.permute(1, 0, 2, 3).copy_(out)
-        a = (1.0 / (torch.tensor(self.std) * 255.0)).view(3, 1, 1, 1)
-        b = (-torch.tensor(self.mean) / torch.tensor(self.std)).view(3, 1, 1, 1)
-        x.mul_(a).add_(b)
-        return x if frames.ndim == 4 else x[:, 0]
+        resized = self._apply(clip.permute(0, 3, 1, 2), generator)
+        k, _, h, w = resized.shape
+        shape = (3, k, h, w) if frames.ndim == 4 else (3, h, w)
+        if out is None:
+            out = torch.empty(shape, dtype=torch.uint8)
+        elif tuple(out.shape) != shape or out.dtype != torch.uint8:
+            raise DataFormatError(
+                f"{self.name} transform gives uint8 {list(shape)}; the output given is "
+                f"{out.dtype} {list(out.shape)}"
+            )
+        (out if frames.ndim == 4 else out.unsqueeze(1)).permute(1, 0, 2, 3).copy_(resized)
+        return out
 
     def _own_params(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -138,6 +158,8 @@ class FrameTransform:
         raise NotImplementedError
 
     def _resize(self, clip: Tensor, size: tuple[int, int]) -> Tensor:
+        if tuple(clip.shape[-2:]) == tuple(size):
+            return clip  # at scale 1 the antialiased filter is the identity
         clip = clip.contiguous(memory_format=torch.channels_last)
         return F.interpolate(
             clip, size=size, mode=self.interpolation, antialias=True, align_corners=False
