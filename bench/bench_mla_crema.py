@@ -63,7 +63,14 @@ def _cpu_s() -> tuple[float, float]:
     return r.ru_utime, r.ru_stime
 
 
-def worker(method_name: str, precision: str, batch: int, warmup: int, steps: int) -> dict:
+def worker(
+    method_name: str,
+    precision: str,
+    batch: int,
+    warmup: int,
+    steps: int,
+    compile_encoders: bool = False,
+) -> dict:
     """One configuration, in this (fresh) process: warm-up steps, then timed steps."""
     import torch
     from lightning_fabric import Fabric
@@ -82,6 +89,10 @@ def worker(method_name: str, precision: str, batch: int, warmup: int, steps: int
     )
     model = {"width": 512, "encoders": {"*": {"name": "resnet18"}}}
     method = methods.create(method_name, data.spec, model)
+    if compile_encoders:
+        from unipair.models.encoders import compile_encoders as compile_all
+
+        compile_all(method)  # as fabric.compile: true does
     optim = OptimConfig(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4)
     optimizer = build_optimizer(method.parameter_groups(), optim)
     fabric = Fabric(accelerator="cpu", devices=1, precision=precision)  # type: ignore[arg-type]
@@ -186,6 +197,7 @@ def _run_one(args: argparse.Namespace, method: str, precision: str) -> dict:
         sys.executable, os.path.abspath(__file__), "--worker",
         "--methods", method, "--precisions", precision, "--batch", str(args.batch),
         "--warmup", str(args.warmup), "--steps", str(args.steps),
+        *(["--compile"] if args.compile else []),
     ]  # fmt: skip
     side_by_side = args.reference is not None
     ours = subprocess.Popen(
@@ -213,6 +225,7 @@ def _run_one(args: argparse.Namespace, method: str, precision: str) -> dict:
         raise SystemExit(f"{method} {precision}: the benchmark process failed")
     row = json.loads(out.strip().splitlines()[-1])
     row["allocator"] = args.allocator
+    row["compiled"] = args.compile
     if args.allocator == "jemalloc":
         row["malloc_conf"] = args.malloc_conf
     if ref is not None:
@@ -278,13 +291,18 @@ def main() -> None:
         default="dirty_decay_ms:-1,muzzy_decay_ms:-1",
         help="jemalloc's MALLOC_CONF with --allocator jemalloc",
     )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile every encoder (inductor, CPU)"
+    )
     p.add_argument("--reference", help="a local checkout of the public MLA code: run side by side")
     p.add_argument("--harness", default=HARNESS, help="the reference harness script")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        row = worker(args.methods[0], args.precisions[0], args.batch, args.warmup, args.steps)
+        row = worker(
+            args.methods[0], args.precisions[0], args.batch, args.warmup, args.steps, args.compile
+        )
         print(json.dumps(row))
         return
     if args.reference is not None:

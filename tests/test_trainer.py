@@ -173,3 +173,26 @@ def test_resume_relinks_best_from_the_epoch_recorded_in_last(tmp_path: Path, mon
     resumed = unipair.train(cfg, resume=run)
     assert resumed.summary["best_epoch"] == full.summary["best_epoch"]
     assert resumed.test == full.test
+
+
+# ---- fabric.compile ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_compiled_encoders_train_like_eager_ones_and_checkpoint_alike(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``fabric.compile`` compiles every encoder in place: the same checkpoint keys and, up to
+    the fused kernels' rounding, the same training."""
+    import unipair.engine.loop as loop
+
+    compiled: list[list[str]] = []
+    real = loop.compile_encoders
+    monkeypatch.setattr(loop, "compile_encoders", lambda m: compiled.append(real(m)) or [])
+    rows, keys = {}, {}
+    for flag in (False, True):
+        result = unipair.train(_cfg(tmp_path, name=f"c{flag}", **{"fabric.compile": flag}))
+        rows[flag] = _rows(result.run_dir / "metrics.csv")
+        keys[flag] = set(torch.load(result.run_dir / "best.ckpt", weights_only=False)["method"])
+    assert compiled == [["model.encoders.m0", "model.encoders.m1", "model.encoders.m2"]]
+    assert keys[True] == keys[False]
+    for a, b in zip(rows[False], rows[True], strict=True):
+        assert float(a["val/loss"]) == pytest.approx(float(b["val/loss"]), abs=1e-3)

@@ -171,6 +171,11 @@ class FabricConfig(StrictModel):
     sync_batchnorm: bool = Field(
         False, description="BatchNorm statistics over the global batch under DDP"
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile every encoder in place (inductor): measured on CPU at "
+        "CREMA-D scale 15% less peak memory, 5% slower, minutes of compiling (docs/performance.md)",
+    )
 
 
 class LoggingConfig(StrictModel):

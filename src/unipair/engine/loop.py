@@ -56,6 +56,7 @@ from unipair.errors import ConfigError, RunDirError, TrainingError, UnipairError
 from unipair.io import exclusive_lock, write_text
 from unipair.methods import EpochData, TrainStep
 from unipair.methods.base import row_counts
+from unipair.models.encoders import compile_encoders
 from unipair.models.pretrained import freezable
 from unipair.models.sync_batchnorm import convert_sync_batchnorm
 
@@ -122,6 +123,8 @@ class Trainer:
             self.auxiliary = load_auxiliary(self.method, cfg, self.data, fabric.device)
         if cfg.fabric.sync_batchnorm and fabric.world_size > 1:
             convert_sync_batchnorm(self.method, fabric.device.type)
+        if cfg.fabric.compile:
+            compile_encoders(self.method)
         self.weights = encoder_weights(self.method)
         self.freezable = freezable(self.method)
         self._frozen: dict[str, tuple[str, ...]] = {}
