@@ -246,10 +246,48 @@ def test_the_documented_commands_run_on_a_folder_of_media(manifest: Path, tmp_pa
     assert res.exit_code == 0 and (tmp_path / "cmp" / "report.html").is_file(), res.output
 
 
-def test_a_sample_of_another_shape_names_its_row(manifest: Path) -> None:
-    """Fixed-shape audio without a ``duration``: a longer recording is an error naming its row
-    and column and both shapes (torch.stack used to fail deep inside torch)."""
+def test_recordings_of_different_lengths_are_padded_sequences(manifest: Path) -> None:
+    """fbank keeping every frame, no duration: [T, 128] sequences padded per batch, each row's
+    mask as long as its own recording, a transformer trained on them; without max_frames a
+    clear error."""
     audio = {"kind": "audio", "features": "fbank", "feature_options": {"frames": None}}
+    with pytest.raises(ConfigError, match="give max_frames"):
+        load_manifest(manifest, **_options(modalities={**MODALITIES, "audio": audio}))
+    audio["max_frames"] = 60
     data = load_manifest(manifest, **_options(modalities={**MODALITIES, "audio": audio}))
-    with pytest.raises(DataFormatError, match=r"line \d+.*column 'audio'.*decoded to shape"):
-        data.val.fetch(torch.arange(len(data.val)))
+    assert data.spec["audio"].variable_length and data.spec["audio"].shape == (60, 128)
+    ds = data.val
+    batch = ds.fetch(torch.arange(len(ds)))
+    x, valid = batch.inputs["audio"], batch.valid["audio"]
+    reader = ds.readers["audio"]
+    for j, row in enumerate(ds.rows.tolist()):
+        own = reader.load(str(manifest.parent / ds.table.columns["audio"][row]), False, None)
+        n = int(valid[j].sum())
+        assert n == len(own) <= 60 and torch.equal(x[j, :n], own)
+        if n < x.shape[1]:
+            assert not valid[j, n:].any() and x[j, n:].abs().max() == 0
+    assert len(set(valid.sum(1).tolist())) > 1  # the recordings do differ in length
+    from unipair.data.prepared import prepare
+
+    options = _options(modalities={**MODALITIES, "audio": audio})
+    cached = load_manifest(manifest, **options, prepared=str(
+        prepare(manifest, manifest.parent / "prepared-seq", options)))  # fmt: skip
+    again = cached.val.fetch(torch.arange(len(ds)))
+    assert torch.equal(again.inputs["audio"], x) and torch.equal(again.valid["audio"], valid)
+    result = unipair.train(
+        {"dataset": {"name": str(manifest), "options": _options(
+            modalities={**MODALITIES, "audio": audio})},
+         "method": {"name": "joint"}, "model": {"width": 16}, "train": {"epochs": 1},
+         "logging": {"progress": "none"}, "out": str(manifest.parent / "runs")}
+    )  # fmt: skip
+    assert result.summary["best_epoch"] == 0
+
+
+def test_a_decoded_sample_of_another_shape_is_named() -> None:
+    """A reader's output that does not fit its row of the batch is an error naming both
+    shapes (it is never broadcast into the row)."""
+    from unipair.data.readers import create_reader
+
+    reader = create_reader("array", dims=[4, 2])
+    with pytest.raises(DataFormatError, match=r"decoded to shape \[1, 2\]; expected \[4, 2\]"):
+        reader.finish(torch.ones(1, 2).numpy(), False, None, out=torch.empty(4, 2))

@@ -156,7 +156,12 @@ class AudioReader(Reader):
     """A recording (or the audio track of a video) as features: ``fbank`` (Kaldi, the MLA /
     MMPareto recipe), ``stft_ogm`` (OGM-GE's log-STFT) or ``logmel``; read at the features'
     sample rate unless ``rate`` is given; ``duration`` seconds fits the waveform first.
-    ``channel_first`` gives 2-D features a leading channel ([1, F, T]) for image encoders."""
+    ``channel_first`` gives 2-D features a leading channel ([1, F, T]) for image encoders.
+
+    Features that keep every frame (``fbank`` with ``frames: null``) of recordings not fitted
+    to a ``duration`` differ in length: the samples are then [T, bins] sequences, padded per
+    batch with ``valid`` masks for sequence encoders, and ``max_frames`` (required) keeps the
+    first frames of a longer recording."""
 
     kind = "audio"
 
@@ -168,6 +173,7 @@ class AudioReader(Reader):
         duration: float | None = None,
         fit: str = "pad",
         channel_first: bool = True,
+        max_frames: int | None = None,
     ) -> None:
         from unipair.data.media.features import create_audio_features
 
@@ -175,11 +181,31 @@ class AudioReader(Reader):
         self.name = features
         self.rate = int(rate or self.features.sample_rate)
         self.duration, self.fit, self.channel_first = duration, fit, channel_first
+        self.variable = duration is None and getattr(self.features, "shape", ()) is None
+        if self.variable and (
+            isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1
+        ):
+            raise ConfigError(
+                f"audio reader: {features} features with frames: null give recordings of "
+                f"different lengths; give max_frames (a positive integer: the longest sequence "
+                f"kept), or a duration to fit every recording to; got max_frames={max_frames!r}"
+            )
+        if not self.variable and max_frames is not None:
+            raise ConfigError(
+                "audio reader: max_frames applies to variable-length features only (frames: "
+                "null and no duration)"
+            )
+        self.max_frames = max_frames
         probe = np.zeros(round((duration or 1.0) * self.rate), np.float32)
-        self._shape = tuple(self._features(probe).shape)
+        probed = tuple(self._features(probe).shape)
+        self._shape = (int(max_frames), *probed[1:]) if self.variable else probed  # type: ignore[arg-type]
+
+    @property
+    def variable_length(self) -> bool:  # type: ignore[override]
+        return self.variable
 
     def params(self) -> dict[str, Any]:
-        return {
+        params = {
             "kind": self.kind,
             "features": self.name,
             **{f"feature.{k}": v for k, v in self.features.params().items()},
@@ -188,12 +214,15 @@ class AudioReader(Reader):
             "fit": self.fit,
             "channel_first": self.channel_first,
         }
+        return params if self.max_frames is None else {**params, "max_frames": self.max_frames}
 
     def shape(self) -> tuple[int, ...]:
         return self._shape
 
     def _features(self, wave: np.ndarray) -> Tensor:
         x = self.features(wave).float()
+        if self.variable:
+            return x[: self.max_frames]  # [T, bins]: a sequence, padded per batch
         return x.unsqueeze(0) if self.channel_first and x.dim() == 2 else x
 
     def load(self, value: str, augment: bool, generator: torch.Generator | None) -> Tensor:
