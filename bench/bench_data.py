@@ -15,7 +15,7 @@ with the training crop and flip. Then, each in a fresh process (one torch thread
 Targets: prepared-cache throughput >= 10x the file-decoding throughput with the same workers;
 peak RSS independent of the dataset's size (within 10% between N and 12 N rows).
 
-    python bench/bench_data.py [--clips 48] [--keep DIR]
+    python bench/bench_data.py [--clips 48] [--keep DIR] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="data-layer throughput and memory")
     parser.add_argument("--clips", type=int, default=48)
     parser.add_argument("--keep", help="folder for the generated media (default: temporary)")
+    parser.add_argument("--repeats", type=int, default=3, help="medians over this many runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=3, help=argparse.SUPPRESS)
@@ -153,8 +154,12 @@ def main() -> None:
         print(f"\nbatches as {where}")
         print(f"{'source':<16}{'workers':>8}{'samples/s':>11}{'x files':>9}  target")
         for workers in (0, 1, 2):
-            files = run_child(manifest, workers, floats=floats)["rate"]
-            cached = run_child(cache, workers, floats=floats)["rate"]
+            # alternated and repeated: these VMs' speed drifts by tens of percent
+            rates: dict[Path, list[float]] = {manifest: [], cache: []}
+            for _ in range(args.repeats):
+                for source in rates:
+                    rates[source].append(run_child(source, workers, floats=floats)["rate"])
+            files, cached = (float(np.median(rates[source])) for source in (manifest, cache))
             print(f"{'files':<16}{workers:>8}{files:>11.1f}")
             ratio = cached / files
             print(f"{'prepared cache':<16}{workers:>8}{cached:>11.1f}{ratio:>9.1f}  >= 10x "
