@@ -547,6 +547,28 @@ def test_train_crop_and_flip_are_shared_by_the_frames_of_a_clip(
     assert torch.equal(never(clip, sample_generator(0, 0, 0)), plain)
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_train_is_crop_then_resize_then_flip(interpolation: str, digit_frames: np.ndarray) -> None:
+    """torchvision's order, to the byte, although the transform mirrors the crop first."""
+    clip = digit_frames[:3]
+    train = TrainTransform(size=(40, 56), interpolation=interpolation, mean=(0, 0, 0),
+                           std=(1 / 255,) * 3)  # fmt: skip
+    u8 = torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    mirrored = 0
+    for index in range(24):
+        gen = sample_generator(5, 0, index)
+        top, left, h, w = train.crop_box(*clip.shape[1:3], gen)
+        mirror = torch.rand((), generator=gen, dtype=torch.float64).item() < 0.5
+        crop = u8[..., top : top + h, left : left + w].contiguous(memory_format=torch.channels_last)
+        expected = torch.nn.functional.interpolate(
+            crop, size=(40, 56), mode=interpolation, antialias=True
+        )
+        expected = (expected.flip(-1) if mirror else expected).permute(1, 0, 2, 3).float()
+        assert torch.equal(train(clip, sample_generator(5, 0, index)), expected), index
+        mirrored += mirror
+    assert 0 < mirrored < 24
+
+
 def test_crop_box_follows_scale_and_ratio() -> None:
     train = TrainTransform(scale=(0.2, 0.6), ratio=(0.5, 2.0))
     areas = []

@@ -232,9 +232,11 @@ class TrainTransform(FrameTransform):
                 "unseeded augmentation would make runs irreproducible"
             )
         top, left, h, w = self.crop_box(clip.shape[-2], clip.shape[-1], generator)
-        out = self._resize(clip[..., top : top + h, left : left + w], self.size)
         mirror = torch.rand((), generator=generator, dtype=torch.float64).item() < self.flip
-        return out.flip(-1) if mirror else out
+        crop = clip[..., top : top + h, left : left + w]
+        # mirrored before resampling: the same bytes as after (the filters are symmetric;
+        # tested), one copy of the crop instead of another of the output
+        return self._resize(crop.flip(-1) if mirror else crop, self.size)
 
 
 class EvalTransform(FrameTransform):
