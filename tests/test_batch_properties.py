@@ -104,13 +104,14 @@ def test_quantized_batches_are_checked_and_dequantized_per_channel() -> None:
 
     from unipair.data.batch import MultimodalBatch
 
-    x = torch.tensor([[[0, 255], [10, 20]], [[1, 2], [3, 4]]], dtype=torch.uint8)  # [2, 2, 2]
+    # [B=2, 2 pixels, C=2] channels-last -> [2, C, 2 pixels]
+    x = torch.tensor([[[0, 255], [10, 20]], [[1, 2], [3, 4]]], dtype=torch.uint8)
     present = torch.tensor([True, False])
     batch = MultimodalBatch({"v": x}, {"v": present}, torch.tensor([0, 1]),
                             quantized={"v": ((1.0, 0.5), (0.0, -1.0))})  # fmt: skip
     out = batch.dequantize().inputs["v"]
-    assert out.dtype == torch.float32
-    assert out[0].tolist() == [[0.0, 255.0], [4.0, 9.0]]
+    assert out.dtype == torch.float32 and out.shape == (2, 2, 2)
+    assert out[0].tolist() == [[0.0, 10.0], [126.5, 9.0]]
     assert out[1].abs().max() == 0  # an absent row is zeros, as everywhere
     for bad in ({"v": ((1.0,), (0.0,))}, {"w": ((1.0, 1.0), (0.0, 0.0))}):
         with pytest.raises(ValueError, match="quantized inputs must be uint8"):
@@ -118,3 +119,21 @@ def test_quantized_batches_are_checked_and_dequantized_per_channel() -> None:
     with pytest.raises(ValueError, match="quantized inputs must be uint8"):
         MultimodalBatch({"v": x.float()}, {"v": present}, torch.tensor([0, 1]),
                         quantized={"v": ((1.0, 1.0), (0.0, 0.0))})  # fmt: skip
+
+
+def test_dequantized_clips_reach_a_resnet_frame_by_frame_without_a_copy() -> None:
+    """Frames stay channels-last from decoding to the backbone: the [B * k, 3, H, W] frames
+    ResNet-18 reads are a view of the dequantized batch."""
+    from unipair.data.batch import MultimodalBatch
+    from unipair.models.encoders import per_frame
+
+    x = torch.randint(0, 256, (2, 3, 8, 8, 3), dtype=torch.uint8)  # [B, k, H, W, C]
+    batch = MultimodalBatch({"v": x}, {"v": torch.ones(2, dtype=torch.bool)}, torch.tensor([0, 1]),
+                            quantized={"v": ((1.0,) * 3, (0.0,) * 3)})  # fmt: skip
+    clips = batch.dequantize().inputs["v"]
+    assert clips.shape == (2, 3, 3, 8, 8) and torch.equal(
+        clips[1, :, 2], x[1, 2].permute(2, 0, 1).float()
+    )
+    seen: list[torch.Tensor] = []
+    per_frame(lambda f: seen.append(f) or f.mean((2, 3)), clips, channels_last=True)
+    assert seen[0].shape == (6, 3, 8, 8) and seen[0].data_ptr() == clips.data_ptr()

@@ -449,8 +449,12 @@ def test_transform_shapes_and_dtypes(digit_frames: np.ndarray) -> None:
     gen = sample_generator(0, 0, 0)
     for transform in (TrainTransform(), EvalTransform(), EvalTransform(mode="center_crop")):
         out = transform(clip, gen)
-        assert out.dtype == torch.float32 and out.shape == (3, 3, 224, 224) and out.is_contiguous()
-        assert transform(image, gen).shape == (3, 224, 224)
+        assert out.dtype == torch.float32 and out.shape == (3, 3, 224, 224)
+        # channels-last in memory, as decoded: a batch of them is torch's channels_last_3d
+        assert out[None].is_contiguous(memory_format=torch.channels_last_3d)
+        one = transform(image, gen)
+        assert one.shape == (3, 224, 224)
+        assert one[None].is_contiguous(memory_format=torch.channels_last)
     assert TrainTransform(size=(32, 48))(clip, gen).shape == (3, 3, 32, 48)
     assert EvalTransform(size=[40, 24])(image).shape == (3, 40, 24)
 

@@ -439,11 +439,12 @@ class ManifestDataset(MultimodalDataset):
         for m, reader in self.readers.items():
             if reader.variable_length:
                 continue
-            affine = reader.quantization(self.augment)
-            if affine is not None:
+            affine, shape = reader.quantization(self.augment), reader.shape()
+            if affine is None:
+                inputs[m] = batch_tensor((len(rows), *shape))
+            else:  # uint8 channels-last: [C, ...] is stored as [..., C]
                 quantized[m] = affine
-            dtype = torch.float32 if affine is None else torch.uint8
-            inputs[m] = batch_tensor((len(rows), *reader.shape()), dtype)
+                inputs[m] = batch_tensor((len(rows), *shape[1:], shape[0]), torch.uint8)
         samples: dict[str, list[Tensor | None]] = {m: [] for m in self.readers}
         for j, row in enumerate(rows):
             generator = None

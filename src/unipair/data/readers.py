@@ -107,8 +107,8 @@ class Reader(ABC):
         out: Tensor | None = None,
     ) -> Tensor:
         """The sample as a tensor; a fixed-shape reader writes it into ``out`` (its row of the
-        batch: float32 of ``shape()``, uint8 when quantized) when given, saving the copy a
-        stack would make."""
+        batch: float32 of ``shape()``, or uint8 channels-last when quantized) when given,
+        saving the copy a stack would make."""
         if out is None:
             return torch.as_tensor(np.asarray(loaded))
         x = np.asarray(loaded)
@@ -251,19 +251,13 @@ class _Frames(Reader):
         self.size = size
         self.train = create_transform("train", size=size, **dict(train or {}))
         self.eval = create_transform("eval", size=size, **dict(eval or {}))
-        # the eval resize alone, to uint8: what a prepared cache stores
-        self._resize = create_transform(
-            "eval", size=size, **{**dict(eval or {}), "mean": (0, 0, 0), "std": (1 / 255,) * 3}
-        )
 
     def _transform_params(self) -> dict[str, Any]:
         return {"train": self.train.params(), "eval": self.eval.params()}
 
     def _resized(self, frames: np.ndarray) -> np.ndarray:
-        out = self._resize(frames).round().clamp(0, 255).to(torch.uint8)
-        # [3, H, W] or [3, k, H, W] -> channels-last uint8, as decoded frames are
-        out = out.permute(1, 2, 0) if out.dim() == 3 else out.permute(1, 2, 3, 0)
-        return out.contiguous().numpy()
+        """The eval resize alone, channels-last uint8 as decoded: what a prepared cache stores."""
+        return self.eval.quantized(frames).numpy()
 
     def finish(
         self,

@@ -104,7 +104,7 @@ class FrameTransform:
 
     def __call__(self, frames: np.ndarray, generator: torch.Generator | None = None) -> Tensor:
         """float32 [3, H', W'] for an image [H, W, 3], [3, k, H', W'] for a clip [k, H, W, 3]."""
-        return dequantize(self.quantized(frames, generator), *self.affine(), channel_dim=0)
+        return dequantize(self.quantized(frames, generator), *self.affine(), batched=False)
 
     def affine(self) -> Affine:
         """(scale, shift) per channel taking :meth:`quantized`'s bytes to the normalised
@@ -119,8 +119,8 @@ class FrameTransform:
         generator: torch.Generator | None = None,
         out: Tensor | None = None,
     ) -> Tensor:
-        """The transformed frames before normalisation, uint8 in the output layout ([3, H',
-        W'] or [3, k, H', W']); written into ``out`` when given (a batch's row)."""
+        """The transformed frames before normalisation, uint8 and channels-last as decoded
+        ([H', W', 3] or [k, H', W', 3]); written into ``out`` when given (a batch's row)."""
         if (
             not isinstance(frames, np.ndarray)
             or frames.dtype != np.uint8
@@ -138,9 +138,8 @@ class FrameTransform:
             )
         clip = torch.from_numpy(np.ascontiguousarray(frames if frames.ndim == 4 else frames[None]))
         # [k, 3, H, W] with channels-last strides: torch's fast uint8 resampling path.
-        resized = self._apply(clip.permute(0, 3, 1, 2), generator)
-        k, _, h, w = resized.shape
-        shape = (3, k, h, w) if frames.ndim == 4 else (3, h, w)
+        resized = self._apply(clip.permute(0, 3, 1, 2), generator).permute(0, 2, 3, 1)
+        shape = tuple(resized.shape if frames.ndim == 4 else resized.shape[1:])
         if out is None:
             out = torch.empty(shape, dtype=torch.uint8)
         elif tuple(out.shape) != shape or out.dtype != torch.uint8:
@@ -148,7 +147,7 @@ class FrameTransform:
                 f"{self.name} transform gives uint8 {list(shape)}; the output given is "
                 f"{out.dtype} {list(out.shape)}"
             )
-        (out if frames.ndim == 4 else out.unsqueeze(1)).permute(1, 0, 2, 3).copy_(resized)
+        out.copy_(resized if frames.ndim == 4 else resized[0])  # channels-last: a plain copy
         return out
 
     def _own_params(self) -> dict[str, Any]:
