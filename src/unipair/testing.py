@@ -592,12 +592,17 @@ def check_dataset_splits_are_disjoint(name: str) -> None:
 
 
 def check_dataset_batches_match_samples(name: str) -> None:
-    """``__getitems__`` equals stacking ``__getitem__``; shapes match the task spec."""
+    """``__getitems__`` equals stacking ``__getitem__`` and, dequantized, what a loader ships
+    (``loader_batch``); shapes match the task spec."""
     data = _dataset(name)
     rows = [0, len(data.train) // 2, len(data.train) - 1]
     batch = data.train.__getitems__(rows)
+    shipped = data.train.loader_batch(rows).dequantize()
     for m in data.spec.modalities:
         assert tuple(batch.inputs[m.name].shape[1:]) == m.shape, f"dataset {name}: {m.name}"
+        assert torch.equal(shipped.inputs[m.name], batch.inputs[m.name]), (
+            f"dataset {name}: {m.name} differs between loader_batch and __getitems__"
+        )
     for j, i in enumerate(rows):
         sample = data.train[i]
         assert sample.label == int(batch.labels[j]), f"dataset {name}: label of row {i}"
