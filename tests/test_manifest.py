@@ -291,3 +291,20 @@ def test_a_decoded_sample_of_another_shape_is_named() -> None:
     reader = create_reader("array", dims=[4, 2])
     with pytest.raises(DataFormatError, match=r"decoded to shape \[1, 2\]; expected \[4, 2\]"):
         reader.finish(torch.ones(1, 2).numpy(), False, None, out=torch.empty(4, 2))
+
+
+def test_a_manifest_passes_the_dataset_kit(manifest: Path) -> None:
+    """The conformance kit's dataset checks on a manifest read with its default readers
+    (fbank, 3 frames at 224, images at 224), quantized frames included."""
+    from unipair.testing import yield_dataset_checks
+
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    split = manifest.parent / "kit.csv"  # the kit loads with default options: splits given
+    with open(split, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*rows[0], "split"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({**row, "split": ("train", "train", "train", "val", "test")[i % 5]})
+    for check in yield_dataset_checks(str(split)):
+        check(str(split))
