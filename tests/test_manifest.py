@@ -308,3 +308,25 @@ def test_a_manifest_passes_the_dataset_kit(manifest: Path) -> None:
             writer.writerow({**row, "split": ("train", "train", "train", "val", "test")[i % 5]})
     for check in yield_dataset_checks(str(split)):
         check(str(split))
+
+
+def test_a_centre_crop_is_applied_once(manifest: Path) -> None:
+    """Evaluation with ``shorter`` > ``size`` (ImageNet's Resize(256) + CenterCrop(224)): the
+    files and the prepared cache give exactly the eval transform of the decoded image (the
+    frames used to be resized and cropped a second time)."""
+    from unipair.data.media.image import read_image
+    from unipair.data.prepared import prepare
+
+    image = {"kind": "image", "size": 24, "eval": {"mode": "center_crop", "shorter": 30}}
+    options = _options(modalities={**MODALITIES, "image": image})
+    files = load_manifest(manifest, **options)
+    cache = prepare(manifest, manifest.parent / "prepared-crop", options)
+    cached = load_manifest(manifest, **options, prepared=str(cache))
+    ds = files.val
+    reader = ds.readers["image"]
+    rows = torch.arange(len(ds))
+    for batch in (ds.fetch(rows), cached.val.fetch(rows), ds.loader_batch(rows.tolist())):
+        batch = batch.dequantize()
+        for j, row in enumerate(ds.rows.tolist()):
+            decoded = read_image(str(manifest.parent / ds.table.columns["image"][row]))
+            assert torch.equal(batch.inputs["image"][j], reader.eval(decoded)), row

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from unipair.data.batch import Affine
+from unipair.data.batch import Affine, dequantize
 from unipair.errors import ConfigError, DataFormatError
 from unipair.registry import Registry
 
@@ -266,10 +266,20 @@ class _Frames(Reader):
         generator: torch.Generator | None,
         out: Tensor | None = None,
     ) -> Tensor:
-        transform = self.train if augment else self.eval
+        frames = np.asarray(loaded)
+        if augment:
+            if out is None:
+                return self.train(frames, generator)
+            return self.train.quantized(frames, generator, out=out)
+        # loaded without augmentation, the frames have the eval geometry already (``load``
+        # and prepared caches give ``_resized``): only the normalisation is left to apply;
+        # resizing again would crop a centre crop twice
+        x = torch.from_numpy(np.ascontiguousarray(frames))
         if out is None:
-            return transform(np.asarray(loaded), generator)
-        return transform.quantized(np.asarray(loaded), generator, out=out)
+            return dequantize(x, *self.eval.affine(), batched=False)
+        if tuple(x.shape) != tuple(out.shape):
+            raise DataFormatError(f"decoded to shape {list(x.shape)}; expected {list(out.shape)}")
+        return out.copy_(x)
 
     def quantization(self, augment: bool) -> Affine | None:
         return (self.train if augment else self.eval).affine()
