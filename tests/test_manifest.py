@@ -330,3 +330,24 @@ def test_a_centre_crop_is_applied_once(manifest: Path) -> None:
         for j, row in enumerate(ds.rows.tolist()):
             decoded = read_image(str(manifest.parent / ds.table.columns["image"][row]))
             assert torch.equal(batch.inputs["image"][j], reader.eval(decoded)), row
+
+
+def test_views_of_the_training_split_keep_the_epochs_augmentation(manifest: Path) -> None:
+    """Rows marked missing (``train_missing_rate``) and row subsets (a method's held-out part)
+    read the base's augmentation of the batch's epoch: they used to drop the epoch, so every
+    epoch saw epoch 0's crops and frames."""
+    from unipair.engine.samplers import IndexBatch
+
+    train = load_manifest(manifest, **_options()).train
+    hidden = train.with_missing({"audio": torch.arange(len(train)) % 2 == 1})
+    subset = train.subset(torch.tensor([3, 0, 1, 2]))
+    for epoch in (0, 1, 5):
+        base = train.loader_batch(IndexBatch([0, 1, 2, 3], epoch)).dequantize()
+        masked = hidden.loader_batch(IndexBatch([0, 1, 2, 3], epoch)).dequantize()
+        assert torch.equal(masked.inputs["video"], base.inputs["video"]), epoch
+        assert masked.present["audio"].tolist() == [True, False, True, False]
+        assert masked.inputs["audio"][1].abs().max() == 0
+        picked = subset.__getitems__(IndexBatch([1, 2, 3, 0], epoch))
+        assert torch.equal(picked.inputs["image"], base.inputs["image"]), epoch
+    first, later = (train.__getitems__(IndexBatch([0, 1], e)) for e in (0, 1))
+    assert not torch.equal(first.inputs["video"], later.inputs["video"])

@@ -23,6 +23,7 @@ from unipair.errors import DataFormatError, RunDirError, UnknownNameError
 __all__ = [
     "FeatureInputs",
     "HiddenRows",
+    "IndexBatch",
     "LazyMultimodalDataset",
     "ModalitySpec",
     "MultimodalData",
@@ -34,6 +35,24 @@ __all__ = [
 ]
 
 SPLITS = ("train", "val", "test")
+
+
+class IndexBatch(list):
+    """Indices of one batch, with the epoch they are drawn for (-1: evaluation): a dataset
+    that augments seeds each sample from (run seed, epoch, index). Views that map or mark rows
+    pass the epoch on to the dataset they read (:func:`epoch_of`)."""
+
+    def __init__(self, indices: list[int], epoch: int = -1) -> None:
+        super().__init__(indices)
+        self.epoch = epoch
+
+    def __reduce__(self):  # pickled to DataLoader workers with its epoch
+        return (IndexBatch, (list(self), self.epoch))
+
+
+def epoch_of(indices: Sequence[int]) -> int:
+    """The epoch a batch of indices is drawn for (-1 when it does not say: evaluation)."""
+    return int(getattr(indices, "epoch", -1))
 
 
 @dataclass(frozen=True)
@@ -192,8 +211,17 @@ class HiddenRows(MultimodalDataset):
         }
 
     def fetch(self, indices: Tensor) -> MultimodalBatch:
-        hide = {m: rows[indices] for m, rows in self.missing.items()}
-        return self.base.fetch(indices).with_missing(hide)
+        return self._hide(self.base.fetch(indices), indices)
+
+    def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
+        return self._hide(self.base.__getitems__(indices), indices)  # the base's epoch kept
+
+    def loader_batch(self, indices: Sequence[int]) -> MultimodalBatch:
+        return self._hide(self.base.loader_batch(indices), indices)
+
+    def _hide(self, batch: MultimodalBatch, indices: Sequence[int] | Tensor) -> MultimodalBatch:
+        rows = torch.as_tensor(list(indices) if not isinstance(indices, Tensor) else indices)
+        return batch.with_missing({m: hidden[rows] for m, hidden in self.missing.items()})
 
     def eval_view(self) -> MultimodalDataset:
         return HiddenRows(self.base.eval_view(), self.missing)
@@ -222,6 +250,17 @@ class RowSubset(MultimodalDataset):
 
     def fetch(self, indices: Tensor) -> MultimodalBatch:
         return self.base.fetch(self.rows[indices])
+
+    def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
+        return self.base.__getitems__(self._base_rows(indices))
+
+    def loader_batch(self, indices: Sequence[int]) -> MultimodalBatch:
+        return self.base.loader_batch(self._base_rows(indices))
+
+    def _base_rows(self, indices: Sequence[int]) -> IndexBatch:
+        """The base's rows for ``indices``, drawn for the same epoch."""
+        rows = self.rows[torch.as_tensor(list(indices), dtype=torch.long)]
+        return IndexBatch(rows.tolist(), epoch_of(indices))
 
     def eval_view(self) -> MultimodalDataset:
         return RowSubset(self.base.eval_view(), self.rows)

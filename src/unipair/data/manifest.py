@@ -34,6 +34,7 @@ from unipair.data.dataset import (
     MultimodalData,
     MultimodalDataset,
     TaskSpec,
+    epoch_of,
     fingerprint,
 )
 from unipair.data.readers import Reader, create_reader, infer_kind, media_file
@@ -387,7 +388,7 @@ class ManifestDataset(MultimodalDataset):
 
     def loader_batch(self, indices: Sequence[int]) -> MultimodalBatch:
         """Frames stay ``quantized`` (uint8) until ``on_device``; the epoch is the sampler's."""
-        return self._batch(torch.as_tensor(list(indices)), getattr(indices, "epoch", -1))
+        return self._batch(torch.as_tensor(list(indices)), epoch_of(indices))
 
     def augmentation(self) -> dict[str, str]:
         if not self.augment:

@@ -18,20 +18,10 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from unipair.data.dataset import IndexBatch
 from unipair.errors import ConfigError
 
 __all__ = ["GlobalBatchSampler", "IndexBatch", "ShardBatchSampler"]
-
-
-class IndexBatch(list):
-    """Indices of one batch, with the epoch they are drawn for (-1: evaluation)."""
-
-    def __init__(self, indices: list[int], epoch: int = -1) -> None:
-        super().__init__(indices)
-        self.epoch = epoch
-
-    def __reduce__(self):  # pickled to DataLoader workers with its epoch
-        return (IndexBatch, (list(self), self.epoch))
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
