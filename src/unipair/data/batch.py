@@ -9,6 +9,7 @@ that read sequences honour it, so padding never changes an output.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -215,10 +216,7 @@ def batch_tensor(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Te
     """
     if get_worker_info() is None:
         return torch.empty(tuple(shape), dtype=dtype)
-    numel = 1
-    for n in shape:
-        numel *= int(n)
-    storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
     return torch.empty((0,), dtype=dtype).set_(storage, 0, tuple(shape))
 
 

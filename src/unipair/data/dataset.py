@@ -220,7 +220,7 @@ class HiddenRows(MultimodalDataset):
         return self._hide(self.base.loader_batch(indices), indices)
 
     def _hide(self, batch: MultimodalBatch, indices: Sequence[int] | Tensor) -> MultimodalBatch:
-        rows = torch.as_tensor(list(indices) if not isinstance(indices, Tensor) else indices)
+        rows = indices if isinstance(indices, Tensor) else torch.as_tensor(list(indices))
         return batch.with_missing({m: hidden[rows] for m, hidden in self.missing.items()})
 
     def eval_view(self) -> MultimodalDataset:

@@ -274,12 +274,10 @@ class _Frames(Reader):
         # loaded without augmentation, the frames have the eval geometry already (``load``
         # and prepared caches give ``_resized``): only the normalisation is left to apply;
         # resizing again would crop a centre crop twice
+        if out is not None:
+            return super().finish(frames, augment, generator, out)  # the bytes, into the row
         x = torch.from_numpy(np.ascontiguousarray(frames))
-        if out is None:
-            return dequantize(x, *self.eval.affine(), batched=False)
-        if tuple(x.shape) != tuple(out.shape):
-            raise DataFormatError(f"decoded to shape {list(x.shape)}; expected {list(out.shape)}")
-        return out.copy_(x)
+        return dequantize(x, *self.eval.affine(), batched=False)
 
     def quantization(self, augment: bool) -> Affine | None:
         return (self.train if augment else self.eval).affine()
