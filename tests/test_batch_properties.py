@@ -85,16 +85,18 @@ class _SharedInWorker(torch.utils.data.Dataset):
         return 2
 
     def __getitem__(self, i: int) -> bool:
-        from unipair.data.batch import batch_tensor
+        from unipair.data.batch import batch_tensors
 
-        return batch_tensor((2, 3)).is_shared()
+        x = batch_tensors({"a": ((2, 3), torch.float32), "b": ((5,), torch.uint8)})
+        return x["a"].is_shared() and x["a"].untyped_storage() is x["b"].untyped_storage()
 
 
 def test_batch_tensors_are_built_in_shared_memory_inside_workers() -> None:
-    """A worker's batch crosses to the main process without a copy into shared memory."""
-    from unipair.data.batch import batch_tensor
+    """A worker's batch crosses to the main process without a copy into shared memory, as
+    one buffer."""
+    from unipair.data.batch import batch_tensors
 
-    assert not batch_tensor((2, 3)).is_shared()
+    assert not batch_tensors({"a": ((2, 3), torch.float32)})["a"].is_shared()
     loader = torch.utils.data.DataLoader(_SharedInWorker(), batch_size=None, num_workers=1)
     assert list(loader) == [True, True]
 

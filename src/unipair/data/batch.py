@@ -9,7 +9,6 @@ that read sequences honour it, so padding never changes an output.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +16,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
-__all__ = ["Affine", "MultimodalBatch", "Sample", "batch_tensor", "collate", "dequantize"]
+from unipair.data.shared_buffers import shared_arena
+
+__all__ = ["Affine", "MultimodalBatch", "Sample", "batch_tensors", "collate", "dequantize"]
 
 
 #: per-channel (scale, shift) of a quantized modality
@@ -216,16 +217,17 @@ def dequantize(x: Tensor, scale: Sequence[float], shift: Sequence[float], batche
 _BLOCK = 1 << 18  # floats converted per block on a CPU
 
 
-def batch_tensor(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
-    """An uninitialised tensor for a batch that samples are written into, one row each.
+def batch_tensors(shapes: Mapping[str, tuple[Sequence[int], torch.dtype]]) -> dict[str, Tensor]:
+    """Uninitialised tensors for a batch that samples are written into, one row each.
 
-    In a DataLoader worker it lives in shared memory, as torch's ``default_collate`` allocates
-    it: the batch then reaches the main process without being copied again.
+    In a DataLoader worker they share one buffer in shared memory (torch's ``default_collate``
+    allocates its batch there too): the batch reaches the main process without another copy,
+    as one shared-memory file, and the worker reuses the buffer once the main process is done
+    with it (:mod:`unipair.data.shared_buffers`).
     """
     if get_worker_info() is None:
-        return torch.empty(tuple(shape), dtype=dtype)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    return torch.empty((0,), dtype=dtype).set_(storage, 0, tuple(shape))
+        return {m: torch.empty(tuple(shape), dtype=dtype) for m, (shape, dtype) in shapes.items()}
+    return shared_arena(shapes)
 
 
 def collate(samples: Sequence[Sample]) -> MultimodalBatch:

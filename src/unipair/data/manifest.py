@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from unipair.data.batch import Affine, MultimodalBatch, batch_tensor
+from unipair.data.batch import Affine, MultimodalBatch, batch_tensors
 from unipair.data.dataset import (
     SPLITS,
     ModalitySpec,
@@ -436,16 +436,17 @@ class ManifestDataset(MultimodalDataset):
         # fixed shapes are written straight into their batch (no stack), frames as uint8
         # (quantized); sequences are padded
         quantized: dict[str, Affine] = {}
-        inputs: dict[str, Tensor] = {}
+        shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         for m, reader in self.readers.items():
             if reader.variable_length:
                 continue
             affine, shape = reader.quantization(self.augment), reader.shape()
             if affine is None:
-                inputs[m] = batch_tensor((len(rows), *shape))
+                shapes[m] = ((len(rows), *shape), torch.float32)
             else:  # uint8 channels-last: [C, ...] is stored as [..., C]
                 quantized[m] = affine
-                inputs[m] = batch_tensor((len(rows), *shape[1:], shape[0]), torch.uint8)
+                shapes[m] = ((len(rows), *shape[1:], shape[0]), torch.uint8)
+        inputs = batch_tensors(shapes)
         samples: dict[str, list[Tensor | None]] = {m: [] for m in self.readers}
         for j, row in enumerate(rows):
             generator = None

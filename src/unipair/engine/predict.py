@@ -16,6 +16,7 @@ from lightning_fabric import Fabric
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from unipair import datasets
+from unipair.data import shared_buffers
 from unipair.data.batch import MultimodalBatch
 from unipair.data.dataset import MultimodalData, MultimodalDataset
 from unipair.data.missing import missing_masks
@@ -68,7 +69,7 @@ def make_loader(
     """A loader whose dataset answers whole batches (``__getitems__``); with ``workers`` the
     batches are decoded in that many persistent processes, ``prefetch`` batches ahead each."""
     return DataLoader(
-        _LoaderBatches(ds),
+        _LoaderBatches(ds, workers),
         batch_sampler=sampler,
         collate_fn=_identity,
         num_workers=workers,
@@ -81,14 +82,15 @@ def make_loader(
 class _LoaderBatches(Dataset):
     """``ds`` answering the loader with ``loader_batch``: quantized frames until the device."""
 
-    def __init__(self, ds: MultimodalDataset) -> None:
-        self.ds = ds
+    def __init__(self, ds: MultimodalDataset, workers: int) -> None:
+        self.ds, self.channel = ds, shared_buffers.Channel(workers)
 
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitems__(self, indices: Sequence[int]) -> MultimodalBatch:
-        return self.ds.loader_batch(indices)
+    def __getitems__(self, indices: Sequence[int]) -> Any:
+        # in a worker, made on buffers it reuses and wrapped for the trip to the main process
+        return self.channel.send(self.ds.loader_batch, indices)
 
 
 def _identity(batch: MultimodalBatch) -> MultimodalBatch:
