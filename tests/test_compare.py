@@ -299,6 +299,38 @@ def test_fit_probe_selects_on_validation_and_reads_test_once() -> None:
     assert fit_probe(noise, split(100), split(100))["acc"] < 0.6  # nothing to learn
 
 
+def test_probes_and_compare_jobs_do_not_oversubscribe_blas(monkeypatch, tmp_path) -> None:
+    """A probe fits with one BLAS thread and a compare job with its share of the cores. With
+    the machine's default (every core, in every job) two jobs' spinning OpenBLAS threads made a
+    run's probes 6 to 19x slower and ``make demo`` 3x slower, and the probes' sums (so a cell
+    of the table, by up to 0.3 points) depended on the thread count."""
+    import numpy as np
+    import sklearn.linear_model
+    from threadpoolctl import threadpool_info
+
+    from unipair.evaluation import compare
+    from unipair.evaluation.probes import fit_probe
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen: list[set[int]] = []
+    fit = sklearn.linear_model.LogisticRegression.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append(blas_threads())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(sklearn.linear_model.LogisticRegression, "fit", recording_fit)
+    rng = np.random.default_rng(0)
+    split = {"x": rng.normal(size=(60, 4)), "y": rng.integers(0, 3, 60)}
+    fit_probe(split, split, split)
+    assert seen and all(threads == {1} for threads in seen)
+
+    monkeypatch.setattr(compare, "_execute_run", lambda *args: {"blas": blas_threads()})
+    assert compare._execute(None, 3, ()) == {"blas": {3}}  # type: ignore[arg-type]
+
+
 # ---- the modality gap --------------------------------------------------------------------------
 def test_modality_gap_measures_centroid_distance_and_paired_cosine() -> None:
     import numpy as np

@@ -168,13 +168,16 @@ def _execute(
     spec: RunSpec, threads: int, rates: Sequence[float], measure: Measure | None = None
 ) -> dict[str, Any]:
     """Worker: train (or resume, or reuse) one run, then analyse it, with ``threads`` torch
-    threads (restored afterwards: with one job this runs in the caller's process)."""
+    and BLAS threads (restored afterwards: with one job this runs in the caller's process), so
+    that ``jobs`` runs side by side do not oversubscribe the cores."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _execute_run(spec, rates, measure)
+        with threadpool_limits(limits=threads, user_api="blas"):
+            return _execute_run(spec, rates, measure)
     finally:
         torch.set_num_threads(previous)
 

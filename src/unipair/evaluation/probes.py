@@ -45,15 +45,19 @@ def fit_probe(
     accuracy, and report its test accuracy (read once)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     scaler = StandardScaler().fit(train["x"])
     xs = {k: scaler.transform(d["x"]) for k, d in (("train", train), ("val", val), ("test", test))}
     fits = []
-    for c in grid:
-        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-        clf.fit(xs["train"], train["y"])
-        acc = float((clf.predict(xs["val"]) == val["y"]).mean()) if len(val["y"]) else 0.0
-        fits.append((acc, -c, clf))
+    # one BLAS thread: small problems, where more threads only contend (with each other and
+    # with compare's other jobs); and the fit does not depend on the machine's core count
+    with threadpool_limits(limits=1, user_api="blas"):
+        for c in grid:
+            clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+            clf.fit(xs["train"], train["y"])
+            acc = float((clf.predict(xs["val"]) == val["y"]).mean()) if len(val["y"]) else 0.0
+            fits.append((acc, -c, clf))
     val_acc, neg_c, clf = max(fits, key=lambda f: (f[0], f[1]))  # ties: the smaller C
     c = -neg_c
     test_acc = float((clf.predict(xs["test"]) == test["y"]).mean()) if len(test["y"]) else np.nan
