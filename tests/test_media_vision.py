@@ -651,3 +651,24 @@ def test_bad_transform_names_and_inputs() -> None:
     for bad in (np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32), [[0, 0, 0]]):
         with pytest.raises(DataFormatError, match=r"uint8 frames \[H, W, 3\]"):
             EvalTransform()(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("version", ["14.2.0", "19.0.2"])
+def test_videos_open_with_every_pyav_release(version: str) -> None:
+    """PyAV 19 dropped ``av.open``'s ``metadata_errors`` option: passing it there made every
+    video fail with a TypeError (found on the GPU machine, which has PyAV 19)."""
+    from types import SimpleNamespace
+
+    from unipair.data.media.video import _open
+
+    calls = []
+
+    def fake_open(path: str, **options):
+        if version.startswith("19") and options:
+            raise TypeError(f"open() got an unexpected keyword argument {next(iter(options))!r}")
+        calls.append(options)
+        return path
+
+    av = SimpleNamespace(__version__=version, open=fake_open)
+    assert _open(av, Path("clip.mp4")) == "clip.mp4"  # type: ignore[arg-type]
+    assert calls == [{} if version.startswith("19") else {"metadata_errors": "ignore"}]

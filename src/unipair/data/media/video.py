@@ -164,7 +164,10 @@ def _import_av() -> ModuleType:
 
 
 def _open(av: ModuleType, path: Path) -> Any:
-    # Metadata in a legacy text encoding must not make a readable video unreadable.
+    # Metadata in a legacy text encoding must not make a readable video unreadable; PyAV 19
+    # dropped that option (opening then failed with a TypeError for every file)
+    if int(av.__version__.split(".")[0]) >= 19:
+        return av.open(str(path))
     return av.open(str(path), metadata_errors="ignore")
 
 
