@@ -198,6 +198,7 @@ def main() -> None:
     p.add_argument("--precision", default="bf16-mixed")
     p.add_argument("--compile", action="store_true", help="compile the encoders (inductor)")
     p.add_argument("--device", default="cuda")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN autotune")
     p.add_argument("--feed", type=int, nargs="*", default=[0, 2, 4, 8], help="loader workers")
     p.add_argument("--media", default="/tmp/unipair-gpu-media")
     p.add_argument("--json", help="also write the results to this file")
@@ -208,10 +209,12 @@ def main() -> None:
         raise SystemExit("bench_gpu.py needs a CUDA device (--device cpu only checks the script)")
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     if args.device == "cuda":
-        torch.backends.cudnn.benchmark = True
+        # off by default, as in unipair's trainer (and the reference's code)
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
         compiled = ", compiled" if args.compile else ""
+        tuned = ", cuDNN autotuning" if args.cudnn_benchmark else ""
         print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.precision}, "
-              f"batch {args.batch}{compiled}")  # fmt: skip
+              f"batch {args.batch}{compiled}{tuned}")  # fmt: skip
     results: dict = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                      "torch": torch.__version__, "precision": args.precision,
                      "batch": args.batch, "compile": args.compile}  # fmt: skip
