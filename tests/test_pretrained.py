@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import subprocess
 import sys
@@ -417,9 +418,11 @@ def test_importing_the_models_loads_no_optional_package() -> None:
         "print(sorted({'timm', 'torchvision', 'transformers', 'safetensors', 'open_clip'}"
         " & set(sys.modules)))"
     )
+    # the caller's environment (its packages may come from PYTHONPATH), this tree first
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
     out = subprocess.run(
         [sys.executable, "-c", code],
-        env={"PYTHONPATH": str(SRC)},
+        env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         check=True,
