@@ -20,8 +20,10 @@ Needs a CUDA device (a CPU run with ``--device cpu`` only checks that the script
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -88,8 +90,6 @@ def setup(method_name: str, args: argparse.Namespace):
 
 def ceiling(args: argparse.Namespace, sync) -> dict:
     """The encoders alone: forward, backward of the features' sum, optimizer step."""
-    import torch
-
     fabric, method, _, optimizer, batch = setup("joint", args)
     method.train()
 
@@ -100,7 +100,6 @@ def ceiling(args: argparse.Namespace, sync) -> dict:
         fabric.backward(loss)
         optimizer.step()
 
-    torch.cuda.reset_peak_memory_stats() if args.device == "cuda" else None
     s = _timed(step, args.steps, args.warmup, sync)
     return {"what": "encoders alone", "samples_per_s": len(batch) / s, "s_per_step": s}
 
@@ -130,8 +129,6 @@ def method_row(name: str, args: argparse.Namespace, sync) -> dict:
 
 def feed(args: argparse.Namespace, sync) -> list[dict]:
     """samples/s from the prepared cache to the device, per number of workers."""
-    import sys
-
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -146,8 +143,6 @@ def feed(args: argparse.Namespace, sync) -> list[dict]:
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
         make_media(folder, 48)
-    import csv
-
     with open(manifest, newline="") as f:
         rows = list(csv.DictReader(f))
     repeated = write_manifest(folder / "manifest20.csv", rows, 20)

@@ -155,10 +155,9 @@ def _pack(value: Any, pool: _Pool, arena: list[torch.UntypedStorage]) -> Any:
     if not isinstance(value, Tensor) or value.device.type != "cpu":
         return value
     storage = value.untyped_storage()
-    if (arena and storage.data_ptr() == arena[0].data_ptr()) or (
-        not arena and pool.slot(storage) is not None
-    ):
-        arena[:] = [storage]
+    if not arena and pool.slot(storage) is not None:
+        arena.append(storage)  # the batch's pooled buffer (one a batch: shared_arena)
+    if arena and storage.data_ptr() == arena[0].data_ptr():
         return _InArena(value)
     if value.nbytes <= BY_VALUE_BYTES and value.dtype != torch.bfloat16:
         return _ByValue(value.numpy())
