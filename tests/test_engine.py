@@ -199,3 +199,17 @@ def test_config_yaml_records_every_hyperparameter_default_typed() -> None:
     assert saved["lambda_rec"] == 0.1 and saved["lambda_uni"] == 1.0
     assert saved["ogm"]["alpha"] == 0.8  # nested options too
     assert load_config(None, ["method.name=pgm", "method.hparams.lambda_rec=0.1"]) == cfg
+
+
+@pytest.mark.parametrize(
+    "dataset, stem",
+    [("handwritten", "handwritten"), ("/data/views.npz", "views"),
+     ("/data/crema/manifest.csv", "manifest"), ("/data/crema/prepared", "prepared")],
+)  # fmt: skip
+def test_a_default_run_name_keeps_the_run_inside_out(dataset: str, stem: str, tmp_path) -> None:
+    """A dataset given as a path names the run by its last part: with the whole path (a
+    manifest or a prepared folder did), the run directory landed beside the data."""
+    from unipair.engine.run_dir import default_run_name
+
+    name = default_run_name(dataset, "mla", 0)
+    assert name.startswith(f"{stem}-mla-s0-") and (tmp_path / name).parent == tmp_path

@@ -67,8 +67,10 @@ def _fmt(v: Any) -> Any:
 
 
 def default_run_name(dataset: str, method: str, seed: int) -> str:
-    stem = Path(dataset).stem if Path(dataset).suffix.lower() == ".npz" else dataset
-    return f"{stem}-{method}-s{seed}-{datetime.now():%Y%m%d-%H%M%S-%f}"
+    """``<dataset>-<method>-s<seed>-<time>``; a dataset given as a path (an .npz, a manifest,
+    a prepared folder) by its last part: the whole path would put the run beside the data,
+    outside ``out``."""
+    return f"{Path(dataset).stem}-{method}-s{seed}-{datetime.now():%Y%m%d-%H%M%S-%f}"
 
 
 def environment_info() -> dict[str, Any]:
